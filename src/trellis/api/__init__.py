@@ -1,0 +1,27 @@
+"""The REST API (DESIGN §4): FastAPI routers over an :class:`~trellis.runtime.Engine`.
+
+=======================================================  ===========================================
+route                                                    what
+=======================================================  ===========================================
+``GET /healthz``, ``GET /readyz``                        liveness; readiness (db, migrations, worker)
+``POST /v1/workflows``                                   register (JSON or YAML) → ``{name, version,
+                                                         hash}``, 201 new / 200 identical
+``GET /v1/workflows[/{name}[/versions[/{v}]]]``          list, latest, versions, one version
+``GET /v1/workflows/{name}[/versions/{v}]/graph``        Mermaid flowchart and node list
+``POST /v1/runs``                                        create (``Idempotency-Key``, ``wait``)
+``GET /v1/runs``                                         list: status, workflow, created range, cursor
+``GET /v1/runs/{id}[/nodes|/events|/state|/history]``    a run and its records
+``GET /v1/runs/{id}/history/{checkpoint}/diff``          what changed in a state version
+``GET /v1/runs/{id}/stream``, ``/v1/runs/{id}/ws``,      live events: SSE, WebSocket
+``/ws``
+``POST /v1/runs/{id}/cancel|pause|resume|retry|``        steer a run
+``rollback|approve|reject``
+``GET /v1/queue``, ``GET /v1/audit``                     queue and workers; audit log (admin)
+=======================================================  ===========================================
+
+Access (roles and permissions) is described in :mod:`trellis.auth`.
+"""
+
+from trellis.api._app import ApiContext, ApiSettings, create_app
+
+__all__ = ["ApiContext", "ApiSettings", "create_app"]

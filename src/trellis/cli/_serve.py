@@ -1,0 +1,218 @@
+"""``trellis serve`` (API + embedded worker in one event loop) and ``trellis worker``.
+
+**Binding.** With no API key configured the API is open to anyone who reaches it, so ``serve``
+then refuses a non-loopback ``--host`` (exit 2) unless ``--insecure`` says that is intended.
+
+**Stopping.** On SIGTERM or SIGINT the server stops accepting connections, ends open streams
+(clients reconnect elsewhere with ``Last-Event-ID``), and the worker drains: it stops claiming,
+asks its runs to stop at their next step boundary (checkpointed, back to ``queued``) and hands
+back any lease not released within ``--grace`` seconds. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from trellis.cli._common import EXIT_INVALID, STATE, err_console, fail, run_async
+from trellis.config import Settings
+from trellis.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from trellis.runtime import Engine
+
+log = logging.getLogger("trellis.serve")
+
+Concurrency = Annotated[
+    int,
+    typer.Option("--concurrency", "--workers-concurrency", min=1, help="Runs the worker executes at once."),
+]
+Tools = Annotated[
+    list[str] | None, typer.Option("--tools", help="Module (or .py file) registering tools; repeatable.")
+]
+Grace = Annotated[
+    float, typer.Option(min=0, help="Seconds running runs get to reach a step boundary on stop.")
+]
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings(tools: list[str] | None) -> Settings:
+    settings = STATE.settings()
+    if tools:
+        settings = replace(settings, tools=tuple(dict.fromkeys((*settings.tools, *tools))))
+    return settings
+
+
+def _worker_class() -> Any:
+    try:
+        from trellis.queue import Worker
+    except ImportError as exc:  # pragma: no cover - the queue ships with Trellis
+        fail(f"the worker is not available in this installation ({exc}); use --no-worker", 1)
+    return Worker
+
+
+@contextlib.contextmanager
+def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop`` on the first SIGTERM/SIGINT; exit at once on the second."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def handle(sig: signal.Signals) -> None:
+        received.append(sig)
+        if len(received) > 1:
+            err_console.print("second signal: exiting now")
+            raise SystemExit(128 + sig)
+        err_console.print(f"{sig.name}: stopping (again to exit at once)")
+        stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _register_examples(engine: Engine, definitions: dict[str, str]) -> None:
+    for filename, text in definitions.items():
+        try:
+            record = await engine.register(text, filename=filename)
+        except WorkflowError as exc:
+            err_console.print(f"[yellow]not registered[/]: {exc.message}", highlight=False)
+            continue
+        err_console.print(f"registered {record.name}@{record.version} from {filename}", highlight=False)
+
+
+async def _stop_worker(worker: Any, task: asyncio.Task[None] | None, grace: float) -> None:
+    if worker is None or task is None:
+        return
+    worker.request_stop()
+    try:
+        async with asyncio.timeout(grace + 5):
+            await task
+    except TimeoutError:
+        log.warning("the worker did not stop within %.0f s; leaving its leases to expire", grace + 5)
+        task.cancel()
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; non-loopback needs API keys or --insecure.")
+    ] = ("127.0.0.1"),
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    concurrency: Concurrency = 8,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only; `trellis worker`s run runs.")
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host although no API key exists (an open API).")
+    ] = False,
+    examples: Annotated[bool, typer.Option(help="Register examples/*.yaml (if present) at start.")] = False,
+    tools: Tools = None,
+    grace: Grace = 30.0,
+    keep_alive: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between SSE keep-alive comments.")
+    ] = 15.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API (and, unless --no-worker, execute runs) until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from trellis.api import ApiSettings, create_app
+    from trellis.runtime import Engine
+    from trellis.store import open_store
+
+    settings = _settings(tools)
+    directory = Path("examples")
+    definitions = (
+        {str(p): p.read_text() for p in sorted(directory.glob("*.yaml"))}
+        if examples and directory.is_dir()
+        else {}
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # signals are ours (see _on_signals)
+            yield
+
+    async def main() -> None:
+        store = await open_store(settings.database_url)
+        try:
+            keys = await store.list_api_keys()
+        finally:
+            await store.close()
+        if not keys and not is_loopback(host) and not insecure:
+            fail(
+                f"refusing to bind {host}: no API key exists, so the API would be open to anyone who "
+                "can reach it. Create one (`trellis keys create --role admin --name me`), bind to "
+                "127.0.0.1, or pass --insecure if an open API is really intended",
+                EXIT_INVALID,
+            )
+        async with Engine.open(settings) as engine:
+            await _register_examples(engine, definitions)
+            app = create_app(engine, settings=ApiSettings(keep_alive_seconds=keep_alive))
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level=log_level, lifespan="off", timeout_graceful_shutdown=5
+            )
+            server = Server(config)
+            worker = None if no_worker else _worker_class()(engine, concurrency=concurrency)
+            task = None if worker is None else asyncio.create_task(worker.run(grace_seconds=grace))
+
+            def stop() -> None:
+                server.should_exit = True
+                app.state.trellis.close_streams()
+                if worker is not None:
+                    worker.request_stop()
+
+            mode = "no worker" if worker is None else f"embedded worker, {concurrency} slots"
+            access = f"{len(keys)} API key(s)" if keys else "open: no API keys"
+            err_console.print(f"trellis serve: http://{host}:{port} ({mode}; {access})", highlight=False)
+            with _on_signals(stop):
+                try:
+                    await server.serve()
+                finally:
+                    app.state.trellis.close_streams()
+                    await _stop_worker(worker, task, grace)
+
+    run_async(main)
+
+
+def worker(
+    concurrency: Concurrency = 8,
+    tools: Tools = None,
+    grace: Grace = 30.0,
+) -> None:
+    """Execute queued runs (no HTTP) until SIGTERM/SIGINT, then drain."""
+    from trellis.runtime import Engine
+
+    settings = _settings(tools)
+    worker_class = _worker_class()
+
+    async def main() -> None:
+        async with Engine.open(settings) as engine:
+            runner = worker_class(engine, concurrency=concurrency)
+            task = asyncio.create_task(runner.run(grace_seconds=grace))
+            err_console.print(f"trellis worker {engine.owner}: {concurrency} slots", highlight=False)
+            with _on_signals(runner.request_stop):
+                await task  # returns once a signal asked it to stop and it drained
+
+    run_async(main)

@@ -1,0 +1,57 @@
+"""Trellis's persistence: workflow versions, runs, node states, event logs, commands, checkpoints.
+
+SQLAlchemy 2 (async, Core) over SQLite (one machine) or PostgreSQL (many), with the schema
+migrated by Alembic revisions shipped in the package. Open it with :func:`open_store`; open
+LangGraph's checkpointer for the same database with :func:`open_checkpointer`.
+
+Example:
+    ::
+
+        store = await open_store("sqlite+aiosqlite:///./.trellis/trellis.db")
+        workflow, created = await store.put_workflow(
+            name="hello", hash=digest, kind="dsl", definition=definition, source=yaml_text
+        )
+        run = await store.create_run(workflow="hello", version=workflow.version,
+                                     hash=workflow.hash, input={"name": "Ada"})
+        await store.record(run.id, events=[NewEvent("run.started")], run={"status": "running"})
+"""
+
+from trellis.store._access import ApiKeyRecord, AuditRecord
+from trellis.store._dialect import DEFAULT_DATABASE_URL, DialectName, mask_url, normalize_url
+from trellis.store._migrate import alembic_config
+from trellis.store._store import Store, open_store
+from trellis.store.checkpointer import checkpoint_path, open_checkpointer
+from trellis.store.records import (
+    UNSET,
+    CommandRecord,
+    EventRecord,
+    NewEvent,
+    NodeStateRecord,
+    NodeStateUpdate,
+    RunRecord,
+    WorkflowKind,
+    WorkflowRecord,
+)
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "UNSET",
+    "ApiKeyRecord",
+    "AuditRecord",
+    "CommandRecord",
+    "DialectName",
+    "EventRecord",
+    "NewEvent",
+    "NodeStateRecord",
+    "NodeStateUpdate",
+    "RunRecord",
+    "Store",
+    "WorkflowKind",
+    "WorkflowRecord",
+    "alembic_config",
+    "checkpoint_path",
+    "mask_url",
+    "normalize_url",
+    "open_checkpointer",
+    "open_store",
+]

@@ -1,0 +1,152 @@
+"""Database URLs and the small interface each dialect module (`_sqlite`, `_pg`) implements.
+
+Everything that differs between SQLite and PostgreSQL sits behind :class:`Dialect`: how the engine
+is created and tuned and how a transaction reaches it (its :class:`Runner`), how an upsert is
+spelled, how concurrent migrations are kept apart and how the hot path executes. The repositories
+(``_workflows``, ``_runs``, ``_journal``, ``_commands``) are plain sync SQLAlchemy Core, written
+once, and never branch on the dialect themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.sql.dml import Insert
+
+if TYPE_CHECKING:
+    from trellis.store._journal import JournalWriter
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DialectName = Literal["sqlite", "postgresql"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./.trellis/trellis.db"
+"""The database ``trellis`` uses when ``TRELLIS_DATABASE_URL`` is not set."""
+
+_ASYNC_DRIVERS: dict[str, str] = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL and point it at the async driver Trellis uses for that database.
+
+    ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db``; ``postgresql://...`` (and
+    ``postgres://``, ``postgresql+psycopg2://``) becomes ``postgresql+psycopg://...``.
+    Everything else in the URL (credentials, query parameters such as ``options``) is kept.
+
+    Args:
+        url: a SQLAlchemy-style URL, e.g. ``sqlite+aiosqlite:///./.trellis/trellis.db``.
+
+    Raises:
+        ValueError: the URL names a database Trellis does not support.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r} in {mask_url(parsed)!r}: "
+            "use sqlite+aiosqlite:///path/to/trellis.db or postgresql+psycopg://user@host:5432/db"
+        )
+    return parsed.set(drivername=driver)
+
+
+def mask_url(url: str | URL) -> str:
+    """Render ``url`` for logs and error messages, with any password replaced by ``***``."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.render_as_string(hide_password=True)
+
+
+def dialect_name(url: URL) -> DialectName:
+    """Which of the two supported databases a normalised URL points at."""
+    name = url.get_backend_name()
+    if name == "sqlite":
+        return "sqlite"
+    if name == "postgresql":
+        return "postgresql"
+    raise ValueError(f"unsupported database {name!r} in {mask_url(url)!r}")
+
+
+class Runner(Protocol):
+    """Runs a sync function of a SQLAlchemy ``Connection`` as one transaction, from async code.
+
+    The repositories are plain sync SQLAlchemy Core; the runner decides how that reaches the
+    event loop. One ``await`` per transaction keeps the per-call cost to a single hand-off, which
+    is what makes :meth:`~trellis.store.Store.record` cheap (see ``_sqlite``).
+    """
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)``, which only reads (on SQLite it runs outside a transaction)."""
+        ...
+
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in a write transaction, committed if it returns."""
+        ...
+
+    async def close(self) -> None:
+        """Wait for work in flight, then close every connection."""
+        ...
+
+
+class Dialect(Protocol):
+    """What the store needs from a database beyond portable SQLAlchemy Core."""
+
+    @property
+    def name(self) -> DialectName:
+        """``"sqlite"`` or ``"postgresql"``."""
+        ...
+
+    def create_runner(self, url: URL) -> Runner:
+        """Create the engine and the :class:`Runner` over it (connections open lazily)."""
+        ...
+
+    def upsert(self, table: Table, *, index_elements: Sequence[str], update: Sequence[str]) -> Insert:
+        """``INSERT ... ON CONFLICT (index_elements) DO UPDATE SET col = excluded.col`` for ``update``."""
+        ...
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Serialise schema migrations of concurrent processes, inside ``conn``'s transaction."""
+        ...
+
+    def journal_writer(self) -> JournalWriter:
+        """What executes the hot statements of :meth:`~trellis.store.Store.record`."""
+        ...
+
+
+def dialect_for(url: URL) -> Dialect:
+    """The :class:`Dialect` implementation for a normalised URL."""
+    if dialect_name(url) == "sqlite":
+        from trellis.store._sqlite import SqliteDialect
+
+        return SqliteDialect()
+    from trellis.store._pg import PostgresDialect
+
+    return PostgresDialect()
+
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "Dialect",
+    "DialectName",
+    "Runner",
+    "dialect_for",
+    "dialect_name",
+    "mask_url",
+    "normalize_url",
+]

@@ -1,0 +1,248 @@
+"""The journal of a run: its event log and node states, and :func:`record`, the hot path.
+
+The runtime calls :func:`record` once per graph step, so it is written for the fewest round
+trips: one ``UPDATE runs ... RETURNING last_seq`` reserves the event sequence numbers (and applies
+any run fields), one ``executemany`` inserts the events, one upsert per node state. All in the
+caller's single transaction.
+
+Sequence numbers are gapless because the reservation and the inserts commit together, and
+monotonic in commit order because the ``UPDATE`` locks the run's row until commit: a second
+writer to the same run waits, then reads the first writer's ``last_seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import BigInteger, RowMapping, bindparam, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+from trellis.errors import Conflict, NotFound
+from trellis.store._dialect import Dialect
+from trellis.store._runs import run_values
+from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate
+from trellis.store.schema import events as events_table
+from trellis.store.schema import node_states as node_states_table
+from trellis.store.schema import runs
+from trellis.types import NodeStatus
+
+# Built once: the common statements of the hot path skip SQLAlchemy's statement construction.
+RESERVE: Final = (
+    update(runs)
+    .where(runs.c.id == bindparam("p_run_id"))
+    .values(last_seq=runs.c.last_seq + bindparam("p_count", type_=BigInteger), updated_at=bindparam("p_now"))
+    .returning(runs.c.last_seq)
+)
+"""``UPDATE runs SET last_seq = last_seq + :p_count ... RETURNING last_seq``."""
+
+INSERT_EVENTS: Final = events_table.insert()
+"""Executed with one parameter set per event (executemany)."""
+
+NODE_STATE_DEFAULTS: Final[Mapping[str, Any]] = {"status": NodeStatus.PENDING.value, "attempt": 0}
+"""Column values of a node's first row when the update does not give them."""
+
+
+class JournalWriter:
+    """Executes the statements of :func:`record` through SQLAlchemy Core.
+
+    Also the per-store cache of node-state upserts (one per combination of given fields). A
+    dialect may execute the same statements faster by overriding the three ``execute_*``
+    methods; see ``_sqlite.SqliteJournalWriter``.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._upserts: dict[frozenset[str], Insert] = {}
+
+    def node_state_upsert(self, given: frozenset[str]) -> Insert:
+        """``INSERT`` a node state; on conflict update only the ``given`` fields (and ``updated_at``)."""
+        stmt = self._upserts.get(given)
+        if stmt is None:
+            stmt = self._dialect.upsert(
+                node_states_table,
+                index_elements=("run_id", "node"),
+                update=sorted(given | {"updated_at"}),
+            )
+            self._upserts[given] = stmt
+        return stmt
+
+    def execute_reserve(self, conn: Connection, params: Mapping[str, Any]) -> int | None:
+        """Run :data:`RESERVE`; the run's new ``last_seq``, or None if the run does not exist."""
+        reserved: int | None = conn.execute(RESERVE, dict(params)).scalar_one_or_none()
+        return reserved
+
+    def execute_insert_events(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run :data:`INSERT_EVENTS` for every row (all rows have every column)."""
+        conn.execute(INSERT_EVENTS, [dict(row) for row in rows])
+
+    def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
+        """Tell other processes the run has new events ``first..last`` (no-op: one process only)."""
+
+    def execute_upsert(self, conn: Connection, given: frozenset[str], row: Mapping[str, Any]) -> None:
+        """Run :meth:`node_state_upsert` for ``given`` with one row."""
+        conn.execute(self.node_state_upsert(given), dict(row))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dialect={self._dialect!r})"
+
+
+EVENTS_CHANNEL: Final = "trellis_events"
+"""PostgreSQL notification channel carrying ``<run id>:<first seq>:<last seq>`` after events commit."""
+
+
+class PostgresJournalWriter(JournalWriter):
+    """Also notifies :data:`EVENTS_CHANNEL`, inside the transaction (delivered at commit), so
+    event streams served by other API processes learn of new events at once."""
+
+    def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
+        conn.execute(NOTIFY, {"c": EVENTS_CHANNEL, "p": f"{run_id}:{first}:{last}"})
+
+
+NOTIFY: Final = text("SELECT pg_notify(:c, :p)")
+
+
+def record(
+    conn: Connection,
+    writer: JournalWriter,
+    run_id: str,
+    *,
+    events: Sequence[NewEvent],
+    node_states: Sequence[NodeStateUpdate],
+    run: Mapping[str, Any] | None,
+    lease_token: int | None,
+    now: datetime,
+) -> list[EventRecord]:
+    """Append events, upsert node states and update run fields, in ``conn``'s transaction.
+
+    Raises:
+        NotFound: the run does not exist.
+        Conflict: ``lease_token`` was given and the run's current token differs (another worker
+            claimed the run: this one must stop).
+    """
+    count = len(events)
+    last_seq = 0
+    if count or run or lease_token is not None:
+        if run or lease_token is not None:
+            values: dict[str, Any] = {**run_values(run or {}), "updated_at": now}
+            if count:
+                values["last_seq"] = runs.c.last_seq + count
+            stmt = update(runs).where(runs.c.id == run_id).values(values).returning(runs.c.last_seq)
+            if lease_token is not None:
+                stmt = stmt.where(runs.c.lease_token == lease_token)
+            reserved = conn.execute(stmt).scalar_one_or_none()
+        else:
+            reserved = writer.execute_reserve(conn, {"p_run_id": run_id, "p_count": count, "p_now": now})
+        if reserved is None:
+            _raise_missing_or_fenced(conn, run_id, lease_token)
+        assert reserved is not None
+        last_seq = reserved
+
+    first = last_seq - count + 1
+    inserted = [
+        EventRecord(
+            run_id=run_id,
+            seq=first + i,
+            ts=event.ts or now,
+            type=event.type,
+            node=event.node,
+            attempt=event.attempt,
+            data=None if event.data is None else dict(event.data),
+        )
+        for i, event in enumerate(events)
+    ]
+    if inserted:
+        writer.execute_insert_events(
+            conn,
+            [
+                {
+                    "run_id": e.run_id,
+                    "seq": e.seq,
+                    "ts": e.ts,
+                    "type": e.type,
+                    "node": e.node,
+                    "attempt": e.attempt,
+                    "data": e.data,
+                }
+                for e in inserted
+            ],
+        )
+        writer.announce(conn, run_id, first, last_seq)
+    for state in node_states:
+        given = state.values()
+        row = {**NODE_STATE_DEFAULTS, **given, "run_id": run_id, "node": state.node, "updated_at": now}
+        writer.execute_upsert(conn, frozenset(given), row)
+    return inserted
+
+
+def _raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | None) -> None:
+    token = (conn.execute(select(runs.c.lease_token).where(runs.c.id == run_id))).scalar_one_or_none()
+    if token is None:
+        raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
+    raise Conflict(
+        f"run {run_id!r} is leased under token {token}, not {lease_token}: another worker claimed it",
+        details={"run_id": run_id, "lease_token": lease_token, "current_lease_token": token},
+    )
+
+
+def event_from_row(row: RowMapping) -> EventRecord:
+    """Build an :class:`EventRecord` from an ``events`` row."""
+    return EventRecord(
+        run_id=row["run_id"],
+        seq=row["seq"],
+        ts=row["ts"],
+        type=row["type"],
+        node=row["node"],
+        attempt=row["attempt"],
+        data=row["data"],
+    )
+
+
+def node_state_from_row(row: RowMapping) -> NodeStateRecord:
+    """Build a :class:`NodeStateRecord` from a ``node_states`` row."""
+    return NodeStateRecord(
+        run_id=row["run_id"],
+        node=row["node"],
+        status=NodeStatus(row["status"]),
+        attempt=row["attempt"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        error=row["error"],
+        next_attempt_at=row["next_attempt_at"],
+        data=row["data"],
+        updated_at=row["updated_at"],
+    )
+
+
+def list_events(conn: Connection, run_id: str, *, after: int, limit: int | None) -> list[EventRecord]:
+    """Events of ``run_id`` with ``seq > after``, ascending."""
+    stmt = (
+        select(events_table)
+        .where(events_table.c.run_id == run_id, events_table.c.seq > after)
+        .order_by(events_table.c.seq)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [event_from_row(row) for row in (conn.execute(stmt)).mappings()]
+
+
+def list_node_states(conn: Connection, run_id: str) -> list[NodeStateRecord]:
+    """Node states of ``run_id`` in the order the nodes started (never-started nodes last)."""
+    stmt = (
+        select(node_states_table)
+        .where(node_states_table.c.run_id == run_id)
+        .order_by(node_states_table.c.started_at.asc().nulls_last(), node_states_table.c.node)
+    )
+    return [node_state_from_row(row) for row in (conn.execute(stmt)).mappings()]
+
+
+def get_node_state(conn: Connection, run_id: str, node: str) -> NodeStateRecord | None:
+    """The state of ``node`` in ``run_id``, if the node has one."""
+    stmt = select(node_states_table).where(
+        node_states_table.c.run_id == run_id, node_states_table.c.node == node
+    )
+    row = (conn.execute(stmt)).mappings().one_or_none()
+    return None if row is None else node_state_from_row(row)

@@ -1,0 +1,556 @@
+"""The :class:`Store`: every read and write of Trellis's own tables, as short transactions.
+
+The store owns the engine and the transaction boundaries; the statements live in one module per
+concern (``_workflows``, ``_runs``, ``_journal``, ``_commands``) and the dialect differences in
+``_sqlite`` / ``_pg``. LangGraph's checkpoints are stored separately, see
+:mod:`trellis.store.checkpointer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+
+from trellis.errors import Conflict, NotFound
+from trellis.store import _access, _commands, _journal, _migrate, _queue, _runs, _workflows
+from trellis.store._access import ApiKeyRecord, AuditRecord
+from trellis.store._dialect import DialectName, dialect_for, mask_url, normalize_url
+from trellis.store._runs import run_values
+from trellis.store.records import (
+    CommandRecord,
+    EventRecord,
+    NewEvent,
+    NodeStateRecord,
+    NodeStateUpdate,
+    RunRecord,
+    WorkflowRecord,
+)
+from trellis.types import EventType, RunStatus
+
+_REGISTER_ATTEMPTS: Final = 10
+"""How often :meth:`Store.put_workflow` retries when concurrent registrations collide."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """Trellis's database: workflow versions, runs, node states, event logs and commands.
+
+    Every method is one short transaction. Create it with :func:`open_store`, which also
+    migrates the schema; close it with :meth:`close` (or ``async with``).
+
+    Args:
+        url: a database URL, e.g. ``sqlite+aiosqlite:///./.trellis/trellis.db`` or
+            ``postgresql+psycopg://user@host:5432/trellis``; plain ``sqlite://`` and
+            ``postgresql://`` URLs are switched to those async drivers.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self._url = normalize_url(url)
+        self._dialect = dialect_for(self._url)
+        self._runner = self._dialect.create_runner(self._url)
+        self._journal = self._dialect.journal_writer()
+
+    @property
+    def url(self) -> str:
+        """The normalised database URL, password included (mask it before logging)."""
+        return self._url.render_as_string(hide_password=False)
+
+    @property
+    def dialect(self) -> DialectName:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect.name
+
+    def __repr__(self) -> str:
+        return f"Store(dialect={self.dialect!r}, url={mask_url(self._url)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Finish work in flight and close every connection. The store cannot be used afterwards."""
+        await self._runner.close()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    async def upgrade(self) -> None:
+        """Migrate the schema to the newest revision (``alembic upgrade head``); idempotent."""
+        await self._runner.write(_migrate.upgrade, self._dialect)
+
+    async def current_revision(self) -> str | None:
+        """The schema revision of the database, ``None`` if it was never migrated."""
+        return await self._runner.read(_migrate.current_revision)
+
+    def head_revision(self) -> str:
+        """The newest schema revision this version of Trellis ships."""
+        return _migrate.head_revision()
+
+    # -- workflows ----------------------------------------------------------------------------
+
+    async def put_workflow(
+        self,
+        *,
+        name: str,
+        hash: str,
+        kind: str,
+        definition: dict[str, Any] | None,
+        source: str | None,
+    ) -> tuple[WorkflowRecord, bool]:
+        """Register a workflow version; identical content is a no-op.
+
+        Returns:
+            ``(record, created)``: the existing version with this ``hash`` and False, or a new
+            version numbered ``max(version) + 1`` (1 for a new name) and True.
+
+        Safe under concurrent callers: a registration that collides with another is retried.
+        """
+        checked_kind = _workflows.check_kind(kind)
+        for attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                return await self._runner.write(
+                    _workflows.register,
+                    name=name,
+                    hash=hash,
+                    kind=checked_kind,
+                    definition=definition,
+                    source=source,
+                    now=_now(),
+                )
+            except IntegrityError:
+                if attempt + 1 == _REGISTER_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_workflow(self, name: str, version: int | None = None) -> WorkflowRecord | None:
+        """Version ``version`` of ``name``, or its latest version when ``version`` is None."""
+        return await self._runner.read(_workflows.get, name, version)
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        """The latest version of every registered workflow, by name."""
+        return await self._runner.read(_workflows.list_latest)
+
+    async def list_workflow_versions(self, name: str) -> list[WorkflowRecord]:
+        """Every version of ``name``, oldest first (empty if the name is unknown)."""
+        return await self._runner.read(_workflows.list_versions, name)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        workflow: str,
+        version: int,
+        hash: str,
+        input: Any,
+        priority: int = 0,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> RunRecord:
+        """Create a queued run of a registered workflow version and log ``run.queued`` (seq 1).
+
+        Raises:
+            NotFound: ``workflow`` version ``version`` is not registered.
+            Conflict: a run with ``idempotency_key`` exists (``details["run_id"]`` names it).
+        """
+        now = _now()
+        run_id = _runs.new_run_id()
+        values = {
+            "id": run_id,
+            "workflow": workflow,
+            "version": version,
+            "hash": hash,
+            "status": RunStatus.QUEUED.value,
+            "input": input,
+            "priority": priority,
+            "options": options,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "last_seq": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        queued = {
+            "run_id": run_id,
+            "seq": 1,
+            "ts": now,
+            "type": EventType.RUN_QUEUED.value,
+            "node": None,
+            "attempt": None,
+            "data": {"workflow": workflow, "version": version, "priority": priority},
+        }
+        try:
+            return await self._runner.write(_runs.create, values, queued)
+        except IntegrityError as exc:
+            await self._explain_create_failure(exc, workflow, version, idempotency_key)
+            raise
+
+    async def _explain_create_failure(
+        self, exc: IntegrityError, workflow: str, version: int, idempotency_key: str | None
+    ) -> None:
+        if idempotency_key is not None:
+            existing = await self.find_run_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                raise Conflict(
+                    f"a run with idempotency key {idempotency_key!r} already exists: {existing.id}",
+                    details={"idempotency_key": idempotency_key, "run_id": existing.id},
+                ) from exc
+        if await self.get_workflow(workflow, version) is None:
+            raise NotFound(
+                f"workflow {workflow}@{version} is not registered",
+                details={"workflow": workflow, "version": version},
+            ) from exc
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id``, if it exists."""
+        return await self._runner.read(_runs.get, run_id)
+
+    async def find_run_by_idempotency_key(self, key: str) -> RunRecord | None:
+        """The run created with this idempotency key, if any."""
+        return await self._runner.read(_runs.find_by_idempotency_key, key)
+
+    async def list_runs(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        workflow: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of runs, newest first, and the opaque cursor of the next page (None at the end).
+
+        Args:
+            status: only runs in one of these statuses.
+            workflow: only runs of this workflow (any version).
+            created_after: only runs created strictly after this (aware) time.
+            created_before: only runs created strictly before this (aware) time.
+            limit: page size, at least 1.
+            cursor: the cursor a previous call returned, to continue after its page. Stable
+                under inserts: pages never repeat or skip a run.
+
+        Raises:
+            ValidationError: ``cursor`` is malformed or ``limit`` < 1.
+        """
+        return await self._runner.read(
+            _runs.list_page,
+            status=status,
+            workflow=workflow,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        """Change run fields (``status``, ``output``, ``error``, ``parked``, ``wake_at``, ...).
+
+        Also sets ``updated_at``. Use :meth:`record` instead when events go with the change, or
+        when the change must be fenced by the caller's lease.
+
+        Raises:
+            NotFound: the run does not exist.
+            TypeError: a field cannot be updated (see ``_runs.UPDATABLE_FIELDS``).
+        """
+        values = {**_runs.run_values(fields), "updated_at": _now()}
+        run = await self._runner.write(_runs.update_fields, run_id, values)
+        if run is None:
+            raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
+        return run
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete a run with its node states, events and commands; False if it did not exist.
+
+        LangGraph's checkpoints of the run's thread are not touched.
+        """
+        return await self._runner.write(_runs.delete_run, run_id)
+
+    # -- journal ------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        run_id: str,
+        *,
+        events: Sequence[NewEvent] = (),
+        node_states: Sequence[NodeStateUpdate] = (),
+        run: Mapping[str, Any] | None = None,
+        lease_token: int | None = None,
+    ) -> list[EventRecord]:
+        """Append events, upsert node states and update run fields in ONE transaction.
+
+        The runtime's hot path, called once per graph step. Events get consecutive sequence
+        numbers after the run's last one, gapless and monotonic even with concurrent callers.
+
+        Args:
+            run_id: the run.
+            events: appended in order.
+            node_states: partial updates; only the fields given change.
+            run: run fields to change, as for :meth:`update_run`.
+            lease_token: when given, nothing is written unless the run's lease token still
+                equals it (fencing: a worker whose lease was taken over must stop).
+
+        Returns:
+            The inserted events with their ``seq`` and ``ts``.
+
+        Raises:
+            NotFound: the run does not exist.
+            Conflict: ``lease_token`` no longer matches.
+
+        Note:
+            Cancelling the awaiting task does not cancel a transaction already handed to the
+            database: on SQLite it still commits on the writer thread; on PostgreSQL it is rolled
+            back. Record what a cancellation means (``run.cancelled``) after catching it.
+        """
+        return await self._runner.write(
+            _journal.record,
+            self._journal,
+            run_id,
+            events=events,
+            node_states=node_states,
+            run=run,
+            lease_token=lease_token,
+            now=_now(),
+        )
+
+    async def list_events(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        """Events of the run with ``seq > after``, ascending (at most ``limit``)."""
+        return await self._runner.read(_journal.list_events, run_id, after=after, limit=limit)
+
+    async def list_node_states(self, run_id: str) -> list[NodeStateRecord]:
+        """The node states of the run, in the order the nodes started."""
+        return await self._runner.read(_journal.list_node_states, run_id)
+
+    async def get_node_state(self, run_id: str, node: str) -> NodeStateRecord | None:
+        """The state of one node of the run, if it has one."""
+        return await self._runner.read(_journal.get_node_state, run_id, node)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def post_command(
+        self, run_id: str, kind: str, payload: dict[str, Any] | None = None, actor: str | None = None
+    ) -> CommandRecord:
+        """Queue a command (``cancel``, ``pause``, ``resume``, ``approve``, ...) for the run.
+
+        Raises:
+            NotFound: the run does not exist.
+        """
+        try:
+            return await self._runner.write(_commands.post, run_id, kind, payload, actor, _now())
+        except IntegrityError as exc:
+            raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id}) from exc
+
+    async def pending_commands(self, run_id: str) -> list[CommandRecord]:
+        """Commands of the run not consumed yet, oldest first."""
+        return await self._runner.read(_commands.pending, run_id)
+
+    async def consume_command(self, command_id: int) -> bool:
+        """Mark a command consumed. Returns False if it already was (another consumer won)."""
+        return await self._runner.write(_commands.consume, command_id, _now())
+
+    # -- access (API keys, audit log; used by trellis.auth and trellis.api) --------------------
+
+    async def create_api_key(
+        self, *, id: str, name: str, role: str, salt: str, secret_hash: str
+    ) -> ApiKeyRecord:
+        """Store a new API key (its HMAC, never the secret).
+
+        Raises:
+            Conflict: an active key already has this name.
+        """
+        values = {
+            "id": id,
+            "name": name,
+            "role": role,
+            "salt": salt,
+            "secret_hash": secret_hash,
+            "created_at": _now(),
+        }
+        record = await self._runner.write(_access.insert_key, values)
+        if record is None:
+            raise Conflict(f"an active API key named {name!r} exists; revoke it first or pick another name")
+        return record
+
+    async def list_api_keys(self, *, include_revoked: bool = False) -> list[ApiKeyRecord]:
+        """API keys, oldest first; revoked ones only with ``include_revoked``."""
+        return await self._runner.read(_access.list_keys, include_revoked=include_revoked)
+
+    async def revoke_api_key(self, id_or_name: str) -> list[ApiKeyRecord]:
+        """Revoke the active key with this id or name; the keys revoked (empty: none matched)."""
+        return await self._runner.write(_access.revoke_keys, id_or_name, _now())
+
+    async def record_audit(
+        self, *, actor: str, role: str | None, method: str, path: str, run_id: str | None, status: int
+    ) -> None:
+        """Append one record of a mutating API call."""
+        values = {
+            "ts": _now(),
+            "actor": actor,
+            "role": role,
+            "method": method,
+            "path": path[:2000],
+            "run_id": run_id,
+            "status": status,
+        }
+        await self._runner.write(_access.insert_audit, values)
+
+    async def list_audit(
+        self, *, run_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[AuditRecord]:
+        """Audit records with ``id > after``, oldest first (at most ``limit``), optionally of one run."""
+        return await self._runner.read(_access.list_audit, run_id=run_id, after=after, limit=limit)
+
+    # -- queue (claims under leases with fencing tokens; see trellis.store._queue) ------------------
+
+    async def claim_runs(self, *, owner: str, limit: int, lease_seconds: float) -> list[RunRecord]:
+        """Claim up to ``limit`` claimable runs (queued, lease expired, or timer due) for ``owner``."""
+        return await self._runner.write(
+            _queue.claim,
+            owner=owner,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            now=_now(),
+            postgres=self.dialect == "postgresql",
+        )
+
+    async def claim_run(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_token: int,
+        expected_status: str,
+        lease_seconds: float,
+        fields: Mapping[str, Any] | None = None,
+    ) -> RunRecord | None:
+        """Claim one run if it is still as the caller saw it (status and lease token); else ``None``."""
+        return await self._runner.write(
+            _queue.claim_one,
+            run_id,
+            owner=owner,
+            expected_token=expected_token,
+            expected_status=expected_status,
+            lease_seconds=lease_seconds,
+            now=_now(),
+            fields=run_values(fields) if fields else None,
+        )
+
+    async def transition_run(self, run_id: str, expected_status: str, **fields: Any) -> RunRecord | None:
+        """Update a run only if its status is still ``expected_status`` (compare-and-set)."""
+        return await self._runner.write(
+            _queue.transition, run_id, expected_status, run_values(fields), now=_now()
+        )
+
+    async def heartbeat_lease(self, run_id: str, token: int, *, lease_seconds: float) -> bool:
+        """Extend a lease still held under ``token``; False when another worker took the run."""
+        return await self._runner.write(
+            _queue.heartbeat, run_id, token, lease_seconds=lease_seconds, now=_now()
+        )
+
+    async def lease_holds(self, run_id: str, token: int) -> bool:
+        """Whether the run is still leased under ``token`` (the fence checked before checkpoint writes)."""
+        return await self._runner.read(_queue.lease_holds, run_id, token)
+
+    async def release_run(self, run_id: str, token: int) -> bool:
+        """Hand a run back to the queue at once (a stopping worker); False if no longer held."""
+        return await self._runner.write(_queue.release, run_id, token, now=_now())
+
+    async def beat_worker(
+        self,
+        *,
+        worker_id: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        running: int,
+        draining: bool = False,
+        started: bool = False,
+    ) -> None:
+        """Register (``started``) or heartbeat a worker process."""
+        await self._runner.write(
+            _queue.upsert_worker,
+            worker_id=worker_id,
+            host=host,
+            pid=pid,
+            concurrency=concurrency,
+            running=running,
+            draining=draining,
+            now=_now(),
+            started=started,
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._runner.write(_queue.remove_worker, worker_id)
+
+    async def queue_stats(self, *, alive_seconds: float) -> dict[str, Any]:
+        """Depth by status and workflow, oldest queued age, workers (alive or not), leases."""
+        return await self._runner.read(_queue.stats, now=_now(), alive_seconds=alive_seconds)
+
+    def notifications(self, *channels: str) -> AsyncIterator[tuple[str, str]]:
+        """PostgreSQL notifications on ``channels`` as ``(channel, payload)``, forever.
+
+        The first item is ``("", "")`` once listening. On SQLite nothing ever arrives (a single
+        process needs no cross-process signals): the iterator just waits to be cancelled.
+        """
+        if self.dialect == "postgresql":
+            from trellis.store._listen import notifications
+
+            return notifications(self._url, channels)
+        return _never()
+
+    async def notify(self, channel: str, *payloads: str) -> None:
+        """Send PostgreSQL notifications (no-op on SQLite, where one process does everything)."""
+        if self.dialect == "postgresql" and payloads:
+            await self._runner.write(_queue.notify, channel, payloads)
+
+
+async def _never() -> AsyncIterator[tuple[str, str]]:
+    yield ("", "")
+    await asyncio.Event().wait()
+
+
+async def open_store(url: str | URL, *, migrate: bool = True) -> Store:
+    """Open the Trellis database at ``url``, migrating it to the newest schema first.
+
+    Args:
+        url: e.g. ``sqlite+aiosqlite:///./.trellis/trellis.db`` (the parent directory is
+            created) or ``postgresql+psycopg://user@host:5432/trellis``.
+        migrate: run ``alembic upgrade head`` (idempotent, safe with concurrent processes).
+
+    Example:
+        ::
+
+            store = await open_store("sqlite+aiosqlite:///./.trellis/trellis.db")
+            try:
+                workflow, _ = await store.put_workflow(name="hello", hash="...", kind="dsl",
+                                                       definition={...}, source=None)
+            finally:
+                await store.close()
+
+    .. versionadded:: 0.1
+    """
+    store = Store(url)
+    if migrate:
+        try:
+            await store.upgrade()
+        except BaseException:
+            await store.close()
+            raise
+    return store

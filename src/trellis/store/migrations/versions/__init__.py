@@ -1,0 +1,1 @@
+"""Alembic revision scripts, named ``r<rev>_<slug>.py``."""
