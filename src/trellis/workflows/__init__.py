@@ -1,0 +1,1 @@
+"""Workflows that ship with Trellis (the performance agent: :mod:`trellis.workflows.performance`)."""
