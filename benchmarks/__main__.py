@@ -3,7 +3,7 @@
 Usage::
 
     uv run python -m benchmarks                 # all of them (what `make bench` runs)
-    uv run python -m benchmarks --only linear   # one of: compile, linear, fanout, service
+    uv run python -m benchmarks --only linear   # one of: compile, linear, fanout, service, resilience
     uv run python -m benchmarks --quick         # a few repetitions each, for a smoke test
 
 The exit code is 0 whether targets are met or not: the bench reports, CI does not gate on it.
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import compile as compile_bench
-from benchmarks import runtime, service
+from benchmarks import resilience, runtime, service
 from benchmarks._harness import Machine, Result, Skipped, settle
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -62,6 +62,12 @@ BENCHMARKS = (
         "3-node no-op workflow over HTTP (uvicorn + embedded worker) vs raw LangGraph in-process",
         service.run,
         service.details,
+    ),
+    Benchmark(
+        "resilience",
+        "breaker check on the call path (SQLite, PostgreSQL); an open circuit's fallback vs the timeout",
+        resilience.run,
+        resilience.details,
     ),
 )
 

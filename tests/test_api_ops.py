@@ -28,7 +28,7 @@ class TestProbes:
         problem = response.json()
         assert problem["detail"] == "not ready: worker check failed"
         assert problem["checks"]["database"]["ok"] is True
-        assert problem["checks"]["migrations"] == {"ok": True, "current": "0003", "head": "0003"}
+        assert problem["checks"]["migrations"] == {"ok": True, "current": "0004", "head": "0004"}
 
     async def test_readyz_is_200_with_a_worker(self, client: httpx.AsyncClient, worker: Worker) -> None:
         async with asyncio.timeout(5):

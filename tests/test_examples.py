@@ -12,6 +12,7 @@ import socket
 import time
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -92,8 +93,10 @@ def _models(base_url: str) -> dict[str, ModelAlias]:
 
 
 def _agents(services: AgentServer, **overrides: str) -> dict[str, AgentEndpoint]:
+    """The example's agents (examples/trellis.toml, breakers included) at the fake services."""
+    configured = Settings.load(EXAMPLES / "trellis.toml", env={}).agents
     return {
-        name: AgentEndpoint(base_url=overrides.get(name, services.url(name)))
+        name: replace(configured[name], base_url=overrides.get(name, services.url(name)))
         for name in ("nlp", "data", "viz")
     }
 
@@ -213,6 +216,38 @@ class TestNlpDataViz:
             failed = (await failures(engine, run.id))["data"]
             assert failed.data is not None
             assert failed.data["caught_by"] == "viz"  # no fallback node: on to data's `next`
+
+    async def test_each_agent_has_its_breaker_thresholds(
+        self, tmp_path: Path, tools: Registry, services: AgentServer
+    ) -> None:
+        async with open_engine(tmp_path, tools, agents=_agents(services)) as engine:
+            policies = {
+                a.name: (a.spec["breaker"]["failure_threshold"], a.spec["breaker"]["recovery_seconds"])
+                for a in await engine.store.list_agents()
+            }
+            assert policies == {"nlp": (5, 60), "data": (3, 120), "viz": (5, 60)}
+
+    async def test_a_failing_nlp_agent_opens_its_circuit_and_later_runs_fall_back_at_once(
+        self, tmp_path: Path, tools: Registry, services: AgentServer
+    ) -> None:
+        services["nlp"].set(status=503)
+        async with open_engine(tmp_path, tools, agents=_agents(services)) as engine:
+            first = await run_example(engine, "nlp_data_viz", {"text": TEXT})
+            second = await run_example(engine, "nlp_data_viz", {"text": TEXT})
+            # 3 attempts in the first run, then the 5th failure (2nd attempt of run 2) opens it
+            assert services["nlp"].count == 5
+            assert (await failures(engine, second.id))["nlp"].data["error"]["error"] == "CircuitOpen"  # type: ignore[index]
+            third = await run_example(engine, "nlp_data_viz", {"text": TEXT})
+            assert services["nlp"].count == 5  # refused without a call
+            for run in (first, second, third):
+                assert run.status == RunStatus.SUCCEEDED, run.error
+                assert run.output["entities_by"] == "keywords"
+            failed = (await failures(engine, third.id))["nlp"]
+            assert failed.data is not None
+            assert (failed.attempt, failed.data["error"]["error"]) == (1, "CircuitOpen")
+            breaker = await engine.store.get_breaker("agent:nlp")
+            assert breaker is not None
+            assert breaker.state == "open"
 
     async def test_viz_down_renders_a_plain_table(
         self, tmp_path: Path, tools: Registry, services: AgentServer

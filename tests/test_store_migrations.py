@@ -34,6 +34,10 @@ TABLES = {
     "workers",
     "api_keys",
     "audit_log",
+    "agents",
+    "breakers",
+    "agent_samples",
+    "system_events",
     "alembic_version",
 }
 VERSIONS = Path(__file__).parents[1] / "src" / "trellis" / "store" / "migrations" / "versions"

@@ -10,6 +10,13 @@ Example ``trellis.toml``::
     model = "qwen2.5-7b-instruct"
     api_key_env = "LLM_API_KEY"          # the key is read from this variable, never stored
 
+    [agents.nlp]                          # registered at start unless an agent `nlp` exists
+    base_url = "http://nlp.internal"
+    breaker = {failure_threshold = 5, window_seconds = 60, recovery_seconds = 60}
+
+    [http_breaker]                        # one circuit per host for `http` nodes
+    failure_threshold = 5                 # `enabled = false` turns them off
+
 Environment: ``TRELLIS_DATABASE_URL``, ``TRELLIS_TOOLS`` (comma-separated), ``TRELLIS_LEASE_SECONDS``,
 ``TRELLIS_MODELS`` (JSON object of aliases), ``TRELLIS_CONFIG`` (path of the TOML file).
 """
@@ -54,9 +61,32 @@ class AgentEndpoint:
     timeout_seconds: float = 30.0
     auth_header_env: str | None = None
     """Environment variable holding the ``Authorization`` header value (never stored)."""
+    retry: dict[str, Any] | None = None
+    """Retry policy of nodes calling it (``[agents.<name>.retry]``, fields of a DSL ``retry``)."""
+    breaker: dict[str, Any] | None = None
+    """Circuit breaker policy (``failure_threshold``, ``window_seconds``, ``recovery_seconds``, ...)."""
+    health: dict[str, Any] | None = None
+    """Health probing and judgement (``probe_interval_seconds``, ``threshold``, ...)."""
+    response_schema: dict[str, Any] | None = None
 
-    def auth_header(self) -> str | None:
-        return os.environ.get(self.auth_header_env) if self.auth_header_env else None
+    def spec_document(self) -> dict[str, Any]:
+        """The agent registry document this entry stands for (see ``trellis.agents.AgentSpec``)."""
+        document: dict[str, Any] = {
+            "base_url": self.base_url,
+            "invoke_path": self.invoke_path,
+            "health_path": self.health_path,
+            "timeout_seconds": self.timeout_seconds,
+        }
+        if self.auth_header_env:
+            document["auth"] = {
+                "header": "Authorization",
+                "scheme": None,
+                "secret": f"env:{self.auth_header_env}",
+            }
+        for key in ("retry", "breaker", "health", "response_schema"):
+            if getattr(self, key) is not None:
+                document[key] = getattr(self, key)
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +97,9 @@ class Settings:
     tools: tuple[str, ...] = ()
     models: dict[str, ModelAlias] = field(default_factory=dict)
     agents: dict[str, AgentEndpoint] = field(default_factory=dict)
+    http_breaker: dict[str, Any] | None = field(default_factory=dict)
+    """Breaker policy of ``http`` nodes, one circuit per host (``[http_breaker]``; defaults
+    apply to fields not given); ``None`` turns the HTTP breakers off (``enabled = false``)."""
     lease_seconds: float = 30.0
     """How long a worker's claim on a run lasts without a heartbeat; a dead worker's runs are
     taken over this long after its last heartbeat."""
@@ -97,9 +130,17 @@ class Settings:
             tools=tuple(dict.fromkeys(tools)),
             models={name: ModelAlias(**spec) for name, spec in models_raw.items()},
             agents={name: AgentEndpoint(**spec) for name, spec in dict(raw.get("agents", {})).items()},
+            http_breaker=_http_breaker(raw.get("http_breaker")),
             lease_seconds=float(env.get("TRELLIS_LEASE_SECONDS") or raw.get("lease_seconds") or 30.0),
             source=source,
         )
+
+
+def _http_breaker(raw: Any) -> dict[str, Any] | None:
+    table = dict(raw or {})
+    if table.pop("enabled", True) is False:
+        return None
+    return table
 
 
 def _relative_to(base: Path, spec: str) -> str:

@@ -19,7 +19,15 @@ PROBLEM_BASE = "https://trellis.dev/problems/"
 
 #: Error names that are never retried, whatever a retry policy's ``on`` list says.
 NON_RETRYABLE = frozenset(
-    {"ValidationError", "ExpressionError", "CircuitOpen", "ApprovalRejected", "Cancelled"}
+    {
+        "ValidationError",
+        "ExpressionError",
+        "CircuitOpen",
+        "ApprovalRejected",
+        "Cancelled",
+        "AgentUnavailable",
+        "PreflightFailed",
+    }
 )
 
 #: Error names retried when a retry policy does not list ``on`` explicitly.
@@ -161,6 +169,20 @@ class CircuitOpen(WorkflowError):
     """A call was refused because the target's circuit breaker is open."""
 
     name = "CircuitOpen"
+    status = 503
+
+
+class AgentUnavailable(WorkflowError):
+    """An agent cannot be called: it is disabled, or its credentials cannot be read."""
+
+    name = "AgentUnavailable"
+    status = 503
+
+
+class PreflightFailed(WorkflowError):
+    """A run's ``preflight`` agents are not all registered, enabled, healthy and closed-circuit."""
+
+    name = "PreflightFailed"
     status = 503
 
 

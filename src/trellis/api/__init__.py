@@ -17,6 +17,13 @@ route                                                    what
 ``POST /v1/runs/{id}/cancel|pause|resume|retry|``        steer a run
 ``rollback|approve|reject``
 ``GET /v1/queue``, ``GET /v1/audit``                     queue and workers; audit log (admin)
+``POST|GET /v1/agents``, ``GET|PATCH|PUT                 the agent registry; enable, disable;
+/v1/agents/{name}``, ``POST .../enable|disable``          rolling health of one agent
+``GET /v1/agents/{name}/health``
+``GET /v1/breakers[/{key}]``,                            shared circuit breakers; close one by hand
+``POST /v1/breakers/{key}/reset``
+``GET /v1/system-events``                                ``breaker.*`` and ``agent.*`` events
+``GET /metrics``                                         Prometheus exposition (no key needed)
 =======================================================  ===========================================
 
 Access (roles and permissions) is described in :mod:`trellis.auth`.

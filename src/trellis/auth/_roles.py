@@ -8,11 +8,13 @@ permission      viewer  operator  approver  admin
 ==============  ======  ========  ========  =====
 ``read``          ✓        ✓         ✓        ✓     every ``GET``: workflows, runs, nodes, events,
                                                     streams (SSE, WebSocket), state, history,
-                                                    diffs, ``/v1/queue``
-``register``               ✓                  ✓     ``POST /v1/workflows``
+                                                    diffs, ``/v1/queue``, agents, breakers
+``register``               ✓                  ✓     ``POST /v1/workflows``; ``POST|PATCH|PUT
+                                                    /v1/agents...`` (register, change, enable)
 ``submit``                 ✓                  ✓     ``POST /v1/runs``
 ``control``                ✓                  ✓     ``POST /v1/runs/{id}/cancel|pause|resume|
-                                                    retry|rollback``
+                                                    retry|rollback``, ``POST /v1/breakers/{key}/
+                                                    reset``
 ``decide``                           ✓        ✓     ``POST /v1/runs/{id}/approve|reject``
 ``audit``                                     ✓     ``GET /v1/audit``
 ==============  ======  ========  ========  =====

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from trellis._version import __version__
+from trellis.cli._agents import agents_app, breakers_app
 from trellis.cli._common import EXIT_INVALID, STATE, console, fail, print_json, run_async
 from trellis.cli._keys import keys_app
 from trellis.cli._runs import run_command, runs_app
@@ -26,6 +27,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(agents_app, name="agents")
+app.add_typer(breakers_app, name="breakers")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("run")(run_command)

@@ -91,6 +91,16 @@ def parse_json_arg(value: str | None, what: str) -> Any:
         fail(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", EXIT_INVALID)
 
 
+def whoami() -> str:
+    """The actor the CLI records on approvals, cancellations and resets: ``cli:<OS user>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def fail(message: str, code: int) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -17,6 +17,7 @@ from trellis.cli._common import (
     parse_json_arg,
     print_json,
     run_async,
+    whoami,
 )
 from trellis.cli._live import execute_with_view
 from trellis.runtime import Engine
@@ -282,7 +283,7 @@ def retry_run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run a failed run again from the node that failed; completed nodes are not repeated."""
-    _steer(run_id, as_json, "retry", follow=not no_continue, actor=_whoami())
+    _steer(run_id, as_json, "retry", follow=not no_continue, actor=whoami())
 
 
 @runs_app.command("rollback")
@@ -295,7 +296,7 @@ def rollback_run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Fork the run from an earlier state version and continue from there (history is kept)."""
-    _steer(run_id, as_json, "rollback", follow=not no_continue, checkpoint_id=checkpoint, actor=_whoami())
+    _steer(run_id, as_json, "rollback", follow=not no_continue, checkpoint_id=checkpoint, actor=whoami())
 
 
 @runs_app.command("diff")
@@ -318,13 +319,13 @@ def diff_run(
 @runs_app.command("cancel")
 def cancel_run(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Cancel a run; running nodes end `cancelled`."""
-    _steer(run_id, as_json, "cancel", actor=_whoami())
+    _steer(run_id, as_json, "cancel", actor=whoami())
 
 
 @runs_app.command("pause")
 def pause_run(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Pause a running run at its next step boundary."""
-    _steer(run_id, as_json, "pause", actor=_whoami())
+    _steer(run_id, as_json, "pause", actor=whoami())
 
 
 def _decision(approved: bool):  # type: ignore[no-untyped-def]
@@ -346,7 +347,7 @@ def _decision(approved: bool):  # type: ignore[no-untyped-def]
             as_json,
             "decide",
             approved=approved,
-            actor=as_ or _whoami(),
+            actor=as_ or whoami(),
             comment=comment,
             data=parse_json_arg(data, "--data"),
             node=node,
@@ -363,12 +364,3 @@ def _decision(approved: bool):  # type: ignore[no-untyped-def]
 
 runs_app.command("approve")(_decision(True))
 runs_app.command("reject")(_decision(False))
-
-
-def _whoami() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"

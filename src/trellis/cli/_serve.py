@@ -167,7 +167,7 @@ def serve(
                 "127.0.0.1, or pass --insecure if an open API is really intended",
                 EXIT_INVALID,
             )
-        async with Engine.open(settings) as engine:
+        async with Engine.open(settings, monitor=True) as engine:
             await _register_examples(engine, definitions)
             app = create_app(engine, settings=ApiSettings(keep_alive_seconds=keep_alive))
             config = uvicorn.Config(
@@ -208,7 +208,7 @@ def worker(
     worker_class = _worker_class()
 
     async def main() -> None:
-        async with Engine.open(settings) as engine:
+        async with Engine.open(settings, monitor=True) as engine:
             runner = worker_class(engine, concurrency=concurrency)
             task = asyncio.create_task(runner.run(grace_seconds=grace))
             err_console.print(f"trellis worker {engine.owner}: {concurrency} slots", highlight=False)

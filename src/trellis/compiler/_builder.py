@@ -210,6 +210,9 @@ class GraphBuilder:
             catches=tuple(self._catch(c, successor) for c in catches),
             retryable=not parks,
             record_result=ref.scope != "" and self._in_map_scope(ref.scope),
+            retry_lookup=agent.retry_lookup(node.agent, self.env)
+            if isinstance(node, AgentNode) and node.retry is None
+            else None,
         )
 
     def _in_map_scope(self, scope: str) -> bool:

@@ -303,6 +303,9 @@ class Workflow(_Model):
     policies: Policies = Field(default_factory=Policies)
     concurrency: int | None = Field(default=None, ge=1)
     """Most runs of this workflow allowed to run at once across all workers."""
+    preflight: list[str] = Field(default_factory=list)
+    """Agents a run needs: a run starting while one is unregistered, disabled, unhealthy or
+    behind an open circuit fails at once with ``PreflightFailed``."""
     start: str
     nodes: dict[str, Node]
 

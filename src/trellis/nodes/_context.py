@@ -8,7 +8,7 @@ server: it reads what it needs from there and reports through LangGraph's custom
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,6 +112,7 @@ class NodeContext:
     services: RunServices
     config: RunnableConfig
     _on_heartbeat: Callable[[], None] | None = None
+    _unsettled: list[Callable[[BaseException | None], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -121,6 +122,21 @@ class NodeContext:
         """Report liveness; resets the node's ``timeout.idle`` clock."""
         if self._on_heartbeat is not None:
             self._on_heartbeat()
+
+    def defer_outcome(self, settle: Callable[[BaseException | None], Awaitable[None]]) -> None:
+        """Report the outcome of a call cut short by cancellation once the wrapper knows it.
+
+        A node's ``timeout`` cancels its body: the call in flight sees a cancellation, not a
+        timeout. ``settle`` is called by the node wrapper with the ``TimeoutExceeded`` the attempt
+        ended with, or ``None`` when the run itself was cancelled.
+        """
+        self._unsettled.append(settle)
+
+    async def settle(self, error: BaseException | None) -> None:
+        """Run the deferred outcome reports (the node wrapper calls this)."""
+        pending, self._unsettled = self._unsettled, []
+        for settle in pending:
+            await settle(error)
 
     def progress(self, message: str | None = None, **data: Any) -> None:
         """Emit a ``node.progress`` event (also a heartbeat)."""

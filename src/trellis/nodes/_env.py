@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from trellis.config import AgentEndpoint, ModelAlias
+from trellis.config import ModelAlias
 from trellis.errors import HttpError, NotFound
 from trellis.registry import Registry, registry
 
 if TYPE_CHECKING:
+    from trellis.agents import AgentDirectory, HealthMonitor
     from trellis.dsl.models import Workflow
+    from trellis.resilience import BreakerBoard, BreakerPolicy
 
 SubworkflowLoader = Callable[[str, int], Awaitable[tuple["Workflow", str]]]
 """``(name, version) -> (definition, content hash)`` of a pinned workflow version."""
@@ -29,7 +31,14 @@ class BuildEnv:
 
     registry: Registry = field(default_factory=lambda: registry)
     models: dict[str, ModelAlias] = field(default_factory=dict)
-    agents: dict[str, AgentEndpoint] = field(default_factory=dict)
+    agents: AgentDirectory | None = None
+    """The agent registry (``None`` outside the runtime: ``agent`` nodes then cannot run)."""
+    breakers: BreakerBoard | None = None
+    """Shared circuit breakers (``None``: calls are not guarded)."""
+    health: HealthMonitor | None = None
+    """Receives the outcome of every agent call."""
+    http_breaker: BreakerPolicy | None = None
+    """Breaker policy of ``http`` nodes, one circuit per host (``None``: not guarded)."""
     load_subworkflow: SubworkflowLoader | None = None
     _clients: dict[int, httpx.AsyncClient] = field(default_factory=dict)
 

@@ -74,6 +74,9 @@ class NodePlan:
     """Emit ``node.succeeded`` (a fan-out node leaves that to its join)."""
     record_result: bool = False
     """Write ``result`` to the private result channel (nodes inside a map body: the item's result)."""
+    retry_lookup: Callable[[], Awaitable[RetryPlan | None]] | None = None
+    """Finds the retry policy at run time (an ``agent`` node without its own: the agent's),
+    falling back to ``retry`` when it returns ``None``."""
 
     def catch_for(self, error: BaseException) -> CatchPlan | None:
         return next((c for c in self.catches if c.matches(error)), None)
@@ -127,6 +130,9 @@ class WrappedNode:
         bindings = bindings_for(state, services.run_input)
         done, due = services.prior_attempt(key)
         attempt = done + 1
+        retry = plan.retry
+        if plan.retry_lookup is not None and plan.retryable:
+            retry = await plan.retry_lookup() or retry
         if due is not None:
             await asyncio.sleep(max(0.0, due - time.time()))
         while True:
@@ -150,8 +156,8 @@ class WrappedNode:
             except Exception as exc:
                 error = as_workflow_error(exc, node=key)
                 duration_ms = (time.monotonic() - started) * 1000
-                if plan.retryable and plan.retry.should_retry(error, attempt):
-                    delay = plan.retry.delay(attempt, error)
+                if plan.retryable and retry.should_retry(error, attempt):
+                    delay = retry.delay(attempt, error)
                     emit(
                         "node.retrying",
                         key,
@@ -191,6 +197,17 @@ class WrappedNode:
 
 async def _attempt(plan: NodePlan, body: Body, ctx: NodeContext) -> Outcome:
     """One attempt of ``body`` under the node's run and idle timeouts."""
+    try:
+        return await _timed(plan, body, ctx)
+    except TimeoutExceeded as error:
+        await ctx.settle(error)
+        raise
+    except asyncio.CancelledError:
+        await asyncio.shield(ctx.settle(None))
+        raise
+
+
+async def _timed(plan: NodePlan, body: Body, ctx: NodeContext) -> Outcome:
     if plan.run_timeout is None and plan.idle_timeout is None:
         return await body(ctx)
     loop = asyncio.get_running_loop()

@@ -3,7 +3,8 @@
 Statuses map to error names that ``retry.on`` and ``catch`` match: 429 → ``RateLimited``
 (with ``Retry-After``), 5xx → ``HttpError`` (retryable; ``Retry-After`` honoured on 503),
 other 4xx → ``HttpError`` (not retryable), transport failures → ``ConnectionError``,
-client-side timeouts → ``Timeout``.
+client-side timeouts → ``Timeout``. Calls of ``http`` nodes are guarded by one circuit breaker
+per host (``http:<host:port>``) when the process configures an HTTP breaker policy.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from trellis.errors import ConnectionFailed, HttpError, RateLimited, TimeoutExce
 from trellis.expressions import compile_template, render_value
 from trellis.nodes._context import NodeContext
 from trellis.nodes._env import BuildEnv, json_or_text
+from trellis.nodes._guard import guarded
 from trellis.nodes._wrapper import Body, Outcome
+from trellis.resilience import breaker_key
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -102,7 +105,12 @@ def build(node_id: str, node: HttpNode, env: BuildEnv) -> Body:
                 request["content"] = rendered
             else:
                 request["json"] = rendered
-        response = await send(env, node.method, target, what=f"http node {ctx.node!r}", ok=ok, **request)
+        host = httpx.URL(target).netloc.decode("ascii", "replace") or target
+
+        async def call() -> httpx.Response:
+            return await send(env, node.method, target, what=f"http node {ctx.node!r}", ok=ok, **request)
+
+        response = await guarded(ctx, env, breaker_key("http", host), env.http_breaker, call)
         return Outcome(
             result={
                 "status": response.status_code,

@@ -8,18 +8,21 @@ it works the same whether the run executes in this process, another one, or nowh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import ValidationError as PydanticValidationError
 
 from trellis._jsonschema import first_violation
+from trellis.agents import AGENTS_CHANNEL, AgentDirectory, AgentSpec, HealthMonitor, check_name
 from trellis.compiler import CompiledWorkflow, Compiler
 from trellis.config import Settings
 from trellis.dsl import Workflow, content_hash, load_document, validate
@@ -28,11 +31,22 @@ from trellis.nodes._env import BuildEnv
 from trellis.nodes._wrapper import public_state
 from trellis.nodes.approval import validate_decision_data
 from trellis.registry import Registry, registry
+from trellis.resilience import BreakerBoard, BreakerPolicy, breaker_key
 from trellis.runtime._bus import EventBus
 from trellis.runtime._diff import diff
 from trellis.runtime._execute import Executor, describe_parked, new_owner_id
 from trellis.runtime._fence import FencedSaver
-from trellis.store import NewEvent, RunRecord, Store, WorkflowRecord, open_checkpointer, open_store
+from trellis.store import (
+    AgentRecord,
+    BreakerRecord,
+    NewEvent,
+    RunRecord,
+    Store,
+    SystemEvent,
+    WorkflowRecord,
+    open_checkpointer,
+    open_store,
+)
 from trellis.store._journal import EVENTS_CHANNEL
 from trellis.types import RunStatus
 
@@ -42,6 +56,8 @@ LISTEN_WAIT_SECONDS = 5.0
 """How long opening an engine waits for its notification listener before going on without it."""
 QUEUE_CHANNEL = "trellis_queue"
 """PostgreSQL notification channel: a run became claimable (payload: run id)."""
+UPDATE_ATTEMPTS = 5
+"""How often :meth:`Engine.update_agent` merges again after losing a race with another update."""
 COMMANDS_CHANNEL = "trellis_commands"
 """PostgreSQL notification channel: a command was posted for a run (payload: run id)."""
 
@@ -65,12 +81,18 @@ class Engine:
         self.owner = new_owner_id()
         self.wakeup = asyncio.Event()
         """Set when runs may have become claimable (queued here, or notified by another process)."""
+        self.agents = AgentDirectory(store)
+        self.breakers = BreakerBoard(store)
         self.env = BuildEnv(
             registry=registry,
             models=dict(settings.models),
-            agents=dict(settings.agents),
+            agents=self.agents,
+            breakers=self.breakers,
+            http_breaker=None if settings.http_breaker is None else BreakerPolicy(**settings.http_breaker),
             load_subworkflow=self._load_subworkflow,
         )
+        self.health = HealthMonitor(store, self.agents, self.env.http)
+        self.env.health = self.health
         self.saver = FencedSaver(checkpointer, store)
         self.compiler = Compiler(self.env, self.saver)
         self.executor = Executor(self, lease_seconds=lease_seconds or settings.lease_seconds)
@@ -78,8 +100,15 @@ class Engine:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings | None = None, **kwargs: Any) -> AsyncIterator[Engine]:
-        """Open the configured database (migrating it) and load the project's tool modules."""
+    async def open(
+        cls, settings: Settings | None = None, *, monitor: bool = False, **kwargs: Any
+    ) -> AsyncIterator[Engine]:
+        """Open the configured database (migrating it) and load the project's tool modules.
+
+        Args:
+            monitor: run the agents' :class:`~trellis.agents.HealthMonitor` while open (serving
+                and worker processes do; one-off commands need not).
+        """
         settings = settings or Settings.load()
         reg: Registry = kwargs.pop("registry", registry)
         for module in settings.tools:
@@ -88,7 +117,10 @@ class Engine:
         try:
             async with open_checkpointer(settings.database_url) as saver:
                 engine = cls(store=store, checkpointer=saver, settings=settings, registry=reg, **kwargs)
-                listener = asyncio.create_task(engine._listen(), name="trellis-listen")
+                await engine._seed_agents()
+                background = [asyncio.create_task(engine._listen(), name="trellis-listen")]
+                if monitor:
+                    background.append(asyncio.create_task(engine.health.run(), name="trellis-health"))
                 try:
                     try:  # notifications only speed things up; polling covers their absence
                         await asyncio.wait_for(engine._listening.wait(), LISTEN_WAIT_SECONDS)
@@ -96,8 +128,11 @@ class Engine:
                         log.warning("not listening for notifications yet; relying on polling meanwhile")
                     yield engine
                 finally:
-                    listener.cancel()
-                    await asyncio.gather(listener, return_exceptions=True)
+                    for task in background:
+                        task.cancel()
+                    await asyncio.gather(*background, return_exceptions=True)
+                    if not monitor:
+                        await engine.health.flush()
                     await engine.env.aclose()
         finally:
             await store.close()
@@ -107,10 +142,12 @@ class Engine:
     async def _listen(self) -> None:
         """Act on notifications from other processes (PostgreSQL ``LISTEN``)."""
         async for channel, payload in self.store.notifications(
-            QUEUE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL
+            QUEUE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL, AGENTS_CHANNEL
         ):
             if channel == "":
                 self._listening.set()
+            elif channel == AGENTS_CHANNEL:
+                self.agents.invalidate(payload or None)
             elif channel == QUEUE_CHANNEL:
                 self.wakeup.set()
             elif channel == COMMANDS_CHANNEL:
@@ -137,6 +174,105 @@ class Engine:
     async def queue_stats(self) -> dict[str, Any]:
         """Queue depth by status and workflow, oldest queued run, workers and their leases."""
         return await self.store.queue_stats(alive_seconds=self.executor.lease_seconds)
+
+    # -- agents and breakers ----------------------------------------------------------------------
+
+    async def _seed_agents(self) -> None:
+        """Register the agents of ``trellis.toml`` that are not registered yet."""
+        for name, endpoint in self.settings.agents.items():
+            if await self.store.get_agent(name) is None:
+                with contextlib.suppress(Conflict):  # another process seeded it first
+                    await self.register_agent(name, endpoint.spec_document())
+
+    async def register_agent(
+        self, name: str, spec: Mapping[str, Any], *, enabled: bool = True
+    ) -> AgentRecord:
+        """Register a new agent (``Conflict`` if the name is taken, ``ValidationError`` if the
+        spec is invalid, naming the field)."""
+        document = _agent_spec(name, spec)
+        record = await self.store.create_agent(name, document, enabled=enabled)
+        await self._agent_changed(name)
+        return record
+
+    async def update_agent(
+        self, name: str, changes: Mapping[str, Any], *, replace: bool = False
+    ) -> tuple[AgentRecord, bool]:
+        """Change a registered agent: ``changes`` is a JSON merge patch (RFC 7386) of its spec —
+        nested objects merge, ``null`` removes a field — or, with ``replace``, the whole spec.
+
+        Concurrent updates do not lose each other's changes: each applies to the revision it
+        read, and one that finds the agent changed meanwhile is merged again.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.get_agent(name)
+            merged = dict(changes) if replace else merge_patch(current.spec, changes)
+            try:
+                record, changed = await self.store.update_agent(
+                    name, spec=_agent_spec(name, merged), revision=current.revision
+                )
+            except Conflict:
+                continue
+            if changed:
+                await self._agent_changed(name)
+            return record, changed
+        raise Conflict(f"agent {name!r} kept changing while this update was applied; try again")
+
+    async def set_agent_enabled(self, name: str, enabled: bool) -> AgentRecord:
+        record, changed = await self.store.update_agent(name, enabled=enabled)
+        if changed:
+            await self._agent_changed(name)
+        return record
+
+    async def get_agent(self, name: str) -> AgentRecord:
+        record = await self.store.get_agent(name)
+        if record is None:
+            raise NotFound(f"no agent named {name!r} is registered", details={"agent": name})
+        return record
+
+    async def agent_health(self, name: str) -> dict[str, Any]:
+        """Rolling success rate, p50/p95 latency and health of one agent, with its breaker."""
+        record = await self.get_agent(name)
+        report = await self.health.report(self.agents.agent(record), record.healthy, record.health_changed_at)
+        breaker = await self.store.get_breaker(breaker_key("agent", name))
+        report["breaker"] = None if breaker is None else breaker.state
+        return report
+
+    async def _agent_changed(self, name: str) -> None:
+        self.agents.invalidate(name)
+        await self.store.notify(AGENTS_CHANNEL, name)
+
+    async def reset_breaker(self, key: str, *, actor: str | None = None) -> BreakerRecord:
+        """Close a circuit by hand (``NotFound`` for a key no call has used)."""
+        if await self.store.get_breaker(key) is None:
+            raise NotFound(f"no circuit breaker {key!r}", details={"key": key})
+        return await self.breakers.reset(key, actor=actor)
+
+    async def preflight(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """Why each of ``names`` cannot be relied on now (an empty list when all can)."""
+        problems = []
+        for name in names:
+            record = await self.store.get_agent(name)
+            breaker = await self.store.get_breaker(breaker_key("agent", name))
+            reason = None
+            if record is None:
+                reason = "not registered"
+            elif not record.enabled:
+                reason = "disabled"
+            elif not record.healthy:
+                reason = "unhealthy"
+            elif breaker is not None and breaker.state == "open":
+                reason = "its circuit breaker is open"
+            if reason is not None:
+                problems.append({"agent": name, "reason": reason})
+        return problems
+
+    async def system_events(
+        self, *, after: int = 0, limit: int = 100, type_prefix: str | None = None, subject: str | None = None
+    ) -> list[SystemEvent]:
+        """Events outside any run: ``breaker.*`` and ``agent.*``."""
+        return await self.store.list_system_events(
+            after=after, limit=limit, type_prefix=type_prefix, subject=subject
+        )
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -471,6 +607,43 @@ def _version(snapshot: Any) -> dict[str, Any]:
         "next": list(snapshot.next),
         "values": public_state(snapshot.values) if isinstance(snapshot.values, dict) else snapshot.values,
     }
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` with the JSON merge patch ``patch`` applied (RFC 7386)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def _agent_spec(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored document of a valid agent spec, or a ``ValidationError`` naming the field."""
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise ValidationError(str(exc), details={"path": "/name"}) from None
+    body = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        return AgentSpec.model_validate(body).document()
+    except PydanticValidationError as exc:
+        errors = [
+            {
+                "path": "/" + "/".join(str(p) for p in e["loc"]),
+                "message": e["msg"].removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0]
+        raise ValidationError(
+            f"agent {name!r}: {first['message']} at {first['path']}",
+            details={"path": first["path"], "errors": errors},
+        ) from None
 
 
 def check_input(schema: Mapping[str, Any], run_input: Any) -> Any:

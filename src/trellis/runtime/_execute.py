@@ -27,7 +27,7 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command, StreamMode
 
-from trellis.errors import Conflict, as_workflow_error
+from trellis.errors import Conflict, PreflightFailed, as_workflow_error
 from trellis.nodes._context import SERVICES_KEY
 from trellis.nodes.approval import wake_time
 from trellis.runtime._recorder import Recorder
@@ -192,6 +192,10 @@ class Executor:
         recorder = Recorder(engine.store, engine.bus, run.id, lease_token=run.lease_token)
         recorder.fence_needed = lambda: not execution.surely_held()
         recorder.on_failure = lambda exc: execution.lose_lease() if isinstance(exc, Conflict) else None
+        if run.started_at is None and compiled.definition is not None and compiled.definition.preflight:
+            refused = await self._preflight(run, compiled.definition.preflight, recorder)
+            if refused is not None:
+                return refused
         tracker = RunTracker(
             run.id,
             run.input,
@@ -232,6 +236,29 @@ class Executor:
         except Conflict as exc:
             raise LeaseLost(f"run {run.id}: {exc.message}") from exc
         return await engine.get_run(run.id)
+
+    async def _preflight(self, run: RunRecord, agents: list[str], recorder: Recorder) -> RunRecord | None:
+        """Fail a new run at once when an agent it declares in ``preflight`` cannot be relied on."""
+        problems = await self.engine.preflight(agents)
+        if not problems:
+            return None
+        reasons = "; ".join(f"{p['agent']}: {p['reason']}" for p in problems)
+        error = PreflightFailed(
+            f"run {run.id} not started: preflight found agents it cannot rely on ({reasons})",
+            details={"agents": problems},
+        )
+        problem = error.to_problem(instance=f"/runs/{run.id}")
+        finished = now()
+        recorder.add(NewEvent("run.started"), run={"started_at": finished})
+        recorder.add(
+            NewEvent("run.failed", data={"error": problem}),
+            run={"status": RunStatus.FAILED.value, "error": problem, "finished_at": finished, **_released()},
+        )
+        try:
+            await recorder.close()
+        except Conflict as exc:
+            raise LeaseLost(f"run {run.id}: {exc.message}") from exc
+        return await self.engine.get_run(run.id)
 
     async def _start(
         self, compiled: CompiledWorkflow, config: RunnableConfig, run: RunRecord, recorder: Recorder

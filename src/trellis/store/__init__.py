@@ -19,6 +19,7 @@ Example:
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DEFAULT_DATABASE_URL, DialectName, mask_url, normalize_url
 from trellis.store._migrate import alembic_config
+from trellis.store._resilience import AgentRecord, AgentSample, BreakerRecord, SystemEvent
 from trellis.store._store import Store, open_store
 from trellis.store.checkpointer import checkpoint_path, open_checkpointer
 from trellis.store.records import (
@@ -36,8 +37,11 @@ from trellis.store.records import (
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "UNSET",
+    "AgentRecord",
+    "AgentSample",
     "ApiKeyRecord",
     "AuditRecord",
+    "BreakerRecord",
     "CommandRecord",
     "DialectName",
     "EventRecord",
@@ -46,6 +50,7 @@ __all__ = [
     "NodeStateUpdate",
     "RunRecord",
     "Store",
+    "SystemEvent",
     "WorkflowKind",
     "WorkflowRecord",
     "alembic_config",

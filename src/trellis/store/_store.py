@@ -18,9 +18,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from trellis.errors import Conflict, NotFound
-from trellis.store import _access, _commands, _journal, _migrate, _queue, _runs, _workflows
+from trellis.store import _access, _commands, _journal, _migrate, _queue, _resilience, _runs, _workflows
 from trellis.store._access import ApiKeyRecord, AuditRecord
-from trellis.store._dialect import DialectName, dialect_for, mask_url, normalize_url
+from trellis.store._dialect import DialectName, T, dialect_for, mask_url, normalize_url
+from trellis.store._resilience import AgentRecord, AgentSample, BreakerChange, BreakerRecord, SystemEvent
 from trellis.store._runs import run_values
 from trellis.store.records import (
     CommandRecord,
@@ -416,6 +417,107 @@ class Store:
     ) -> list[AuditRecord]:
         """Audit records with ``id > after``, oldest first (at most ``limit``), optionally of one run."""
         return await self._runner.read(_access.list_audit, run_id=run_id, after=after, limit=limit)
+
+    # -- resilience (agents, breakers, health samples, system events; see trellis.store._resilience)
+
+    async def create_agent(self, name: str, spec: Mapping[str, Any], *, enabled: bool = True) -> AgentRecord:
+        """Register a new agent (records ``agent.registered``).
+
+        Raises:
+            Conflict: an agent with this name exists.
+        """
+        try:
+            record = await self._runner.write(_resilience.insert_agent, name, spec, enabled, _now())
+        except IntegrityError:  # registered concurrently by another process
+            record = None
+        if record is None:
+            raise Conflict(f"an agent named {name!r} is already registered", details={"agent": name})
+        return record
+
+    async def update_agent(
+        self,
+        name: str,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
+        revision: int | None = None,
+    ) -> tuple[AgentRecord, bool]:
+        """Change an agent's spec and/or enabled flag: ``(record, changed)``.
+
+        Args:
+            revision: apply only if the agent is still at this revision (optimistic locking).
+
+        Raises:
+            NotFound: no agent has this name.
+            Conflict: ``revision`` was given and the agent has changed since.
+        """
+        record, changed = await self._runner.write(
+            _resilience.update_agent, name, _now(), spec=spec, enabled=enabled, revision=revision
+        )
+        if record is None:
+            raise NotFound(f"no agent named {name!r} is registered", details={"agent": name})
+        if revision is not None and not changed and record.revision != revision:
+            raise Conflict(
+                f"agent {name!r} changed meanwhile (revision {record.revision}, expected {revision})",
+                details={"agent": name, "revision": record.revision},
+            )
+        return record, changed
+
+    async def get_agent(self, name: str) -> AgentRecord | None:
+        return await self._runner.read(_resilience.get_agent, name)
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """Every registered agent, by name."""
+        return await self._runner.read(_resilience.list_agents)
+
+    async def claim_probe(self, name: str, *, interval_seconds: float) -> bool:
+        """Take the due health probe of ``name``: True for one process per interval, cluster-wide."""
+        return await self._runner.write(_resilience.claim_probe, name, _now(), interval_seconds)
+
+    async def set_agent_health(self, name: str, healthy: bool, data: Mapping[str, Any]) -> bool:
+        """Record a health transition (``agent.healthy|unhealthy``); False if it already was."""
+        return await self._runner.write(_resilience.set_agent_health, name, healthy, _now(), data)
+
+    async def add_agent_samples(self, samples: Sequence[AgentSample]) -> None:
+        await self._runner.write(_resilience.insert_samples, samples)
+
+    async def agent_samples(self, name: str, *, since: datetime, limit: int = 1000) -> list[AgentSample]:
+        """The newest ``limit`` samples of agent ``name`` after ``since``, oldest first."""
+        return await self._runner.read(_resilience.list_samples, name, since, limit)
+
+    async def prune_agent_samples(self, *, before: datetime) -> int:
+        return await self._runner.write(_resilience.prune_samples, before)
+
+    async def get_breaker(self, key: str) -> BreakerRecord | None:
+        return await self._runner.read(_resilience.get_breaker, key)
+
+    async def list_breakers(self) -> list[BreakerRecord]:
+        return await self._runner.read(_resilience.list_breakers)
+
+    async def change_breaker(self, key: str, policy: Mapping[str, Any], change: BreakerChange[T]) -> T:
+        """Apply a pure state change to breaker ``key`` atomically; see :func:`_resilience.change_breaker`."""
+        return await self._runner.write(
+            _resilience.change_breaker, self._dialect, key, policy, change, _now()
+        )
+
+    async def delete_breaker(self, key: str) -> bool:
+        return await self._runner.write(_resilience.delete_breaker, key)
+
+    async def record_system_events(self, events: Sequence[SystemEvent]) -> None:
+        await self._runner.write(_resilience.insert_events, events, _now())
+
+    async def list_system_events(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        type_prefix: str | None = None,
+        subject: str | None = None,
+    ) -> list[SystemEvent]:
+        """Events outside any run (``breaker.*``, ``agent.*``) with ``id > after``, oldest first."""
+        return await self._runner.read(
+            _resilience.list_events, after=after, limit=limit, type_prefix=type_prefix, subject=subject
+        )
 
     # -- queue (claims under leases with fencing tokens; see trellis.store._queue) ------------------
 

@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -181,11 +182,15 @@ commands = Table(
 __all__ = [
     "JSONDocument",
     "UTCDateTime",
+    "agent_samples",
+    "agents",
+    "breakers",
     "commands",
     "events",
     "metadata",
     "node_states",
     "runs",
+    "system_events",
     "workflows",
 ]
 
@@ -238,3 +243,71 @@ audit_log = Table(
 
 ``run_id`` has no foreign key on purpose: the record outlives a deleted run.
 """
+
+# -- resilience (agents, breakers, health samples, system events; migration 0004) ----------------
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("spec", JSONDocument, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("healthy", Boolean, nullable=False, server_default=true()),
+    Column("health_changed_at", UTCDateTime, nullable=True),
+    Column("last_probe_at", UTCDateTime, nullable=True),
+    Column("revision", Integer, nullable=False, server_default=text("1")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+"""Registered agents: the spec document (URL, paths, policies, secret *reference*), whether it is
+enabled, and its health as the monitor last judged it. ``revision`` counts updates."""
+
+breakers = Table(
+    "breakers",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("policy", JSONDocument, nullable=False),
+    Column("failures", JSONDocument, nullable=False),
+    Column("opened_at", UTCDateTime, nullable=True),
+    Column("trials_admitted", Integer, nullable=False, server_default=text("0")),
+    Column("trial_successes", Integer, nullable=False, server_default=text("0")),
+    Column("trial_started_at", UTCDateTime, nullable=True),
+    Column("generation", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", JSONDocument, nullable=True),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+"""One circuit breaker per key (``agent:<name>``, ``http:<host:port>``), shared by every process.
+
+``failures`` holds the epoch seconds of the recent failures that count towards opening;
+``generation`` increases with every transition, so an outcome reported for an earlier episode
+(a half-open trial admitted before the circuit re-opened) changes nothing.
+"""
+
+agent_samples = Table(
+    "agent_samples",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("agent", String(200), nullable=False),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("latency_ms", Float, nullable=True),
+    Column("error", String(200), nullable=True),
+    Index("ix_agent_samples_agent_ts", "agent", "ts"),
+)
+"""Outcomes of health probes (``source = probe``) and real calls (``call``), for rolling health."""
+
+system_events = Table(
+    "system_events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("data", JSONDocument, nullable=True),
+    Index("ix_system_events_type_id", "type", "id"),
+)
+"""Events that belong to no single run: ``breaker.*`` (subject: breaker key) and ``agent.*``
+(subject: agent name)."""

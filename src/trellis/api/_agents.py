@@ -1,0 +1,258 @@
+"""``/v1/agents``, ``/v1/breakers`` and ``/v1/system-events``: the agent registry and its guards.
+
+An agent document is ``{name, ...spec, enabled, healthy, health_changed_at, last_probe_at,
+revision, created_at, updated_at}`` (the spec with every default filled in, see
+:class:`~trellis.agents.AgentSpec`). A spec is checked before it is stored: an invalid one is a
+422 problem whose ``details.path`` is the JSON pointer of the first bad field (and
+``details.errors`` lists them all). ``auth.secret`` is always a *reference*
+(``env:NAME``, ``file:/path``); a secret sent in clear is refused, never stored or echoed.
+
+* ``POST /v1/agents`` ``{name, ...spec, enabled?}`` → 201 (409 when the name is taken).
+* ``PATCH /v1/agents/{name}`` ``{...fields}``: each field given replaces that field (a nested
+  policy such as ``breaker`` is replaced whole); ``PUT`` replaces the whole spec (omitted fields
+  go back to their defaults). Both answer the document with ``changed`` (false when the request
+  changed nothing) and accept ``enabled`` too; the read-only fields of a document
+  (:data:`READ_ONLY`) are ignored, so a document read with ``GET`` can be sent back.
+* ``POST /v1/agents/{name}/enable|disable``; ``GET /v1/agents/{name}/health``.
+
+Breakers are keyed ``agent:<name>`` and ``http:<host:port>``; a breaker exists once a call has
+used it. ``POST /v1/breakers/{key}/reset`` closes one by hand (``breaker.closed`` with ``by``).
+``GET /v1/system-events`` pages through ``breaker.*`` and ``agent.*`` events, oldest first.
+Registering and changing agents needs the ``register`` permission, resetting a breaker
+``control`` (both: operator, admin); reading needs ``read``. Every mutating call is in the audit
+log (see :mod:`trellis.api._access`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import ValidationError as PydanticValidationError
+
+from trellis.api._access import require
+from trellis.api._app import ApiContext, context
+from trellis.api._models import problems
+from trellis.api._problems import Json
+from trellis.auth import Permission, Principal
+from trellis.errors import NotFound, ValidationError
+from trellis.resilience import BreakerPolicy
+from trellis.resilience.breaker import trial_deadline
+from trellis.store import AgentRecord, BreakerRecord
+from trellis.store.records import iso
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Name = Annotated[str, Path(min_length=1, max_length=200)]
+Fields = Annotated[dict[str, Any], Body(description="Agent spec fields (see AgentSpec).")]
+Operator = Annotated[Principal, require(Permission.CONTROL)]
+READ = [require(Permission.READ)]
+REGISTER = [require(Permission.REGISTER)]
+
+agents = APIRouter(prefix="/v1/agents", tags=["agents"])
+breakers = APIRouter(prefix="/v1/breakers", tags=["breakers"])
+events = APIRouter(prefix="/v1/system-events", tags=["breakers"])
+
+
+# -- agents -------------------------------------------------------------------------------------
+
+
+def agent_document(record: AgentRecord, *, changed: bool | None = None) -> dict[str, Any]:
+    """The agent's document (what ``trellis agents ... --json`` prints too)."""
+    doc = record.to_dict()
+    if changed is not None:
+        doc["changed"] = changed
+    return doc
+
+
+READ_ONLY: Final = frozenset(
+    {"healthy", "health_changed_at", "last_probe_at", "revision", "created_at", "updated_at", "changed"}
+)
+"""Fields of an agent document that a client cannot set (ignored in a body, so a document read
+with ``GET`` can be sent back with ``PUT``)."""
+
+
+def agent_fields(body: Mapping[str, Any], name: str | None) -> tuple[str | None, dict[str, Any], bool | None]:
+    """``(name, spec fields, enabled)`` of a request body or ``--file`` document.
+
+    Raises:
+        ValidationError: ``name`` or ``enabled`` of the wrong kind, or a name other than ``name``
+            (agents cannot be renamed).
+    """
+    fields = {k: v for k, v in body.items() if k not in READ_ONLY}
+    given = fields.pop("name", None)
+    if given is not None and not isinstance(given, str):
+        raise ValidationError(f"name must be a string, not {type(given).__name__}", details={"path": "/name"})
+    if name is not None and given is not None and given != name:
+        raise ValidationError(
+            f"the document names agent {given!r}, not {name!r}; agents cannot be renamed",
+            details={"path": "/name"},
+        )
+    enabled = fields.pop("enabled", None)
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValidationError(f"enabled must be true or false, not {enabled!r}", details={"path": "/enabled"})
+    return given or name, fields, enabled
+
+
+@agents.post(
+    "",
+    summary="Register an agent",
+    status_code=201,
+    response_model=None,
+    responses=problems(409, 422),
+    dependencies=REGISTER,
+)
+async def register_agent(body: Fields, ctx: Ctx) -> Json:
+    """``{name, base_url, ...}`` → the agent document; 409 when ``name`` is taken."""
+    name, spec, enabled = agent_fields(body, None)
+    if not name:
+        raise ValidationError("an agent needs a name", details={"path": "/name"})
+    record = await ctx.engine.register_agent(name, spec, enabled=True if enabled is None else enabled)
+    return Json(agent_document(record), status_code=201, headers={"Location": f"/v1/agents/{name}"})
+
+
+@agents.get("", summary="List agents", dependencies=READ)
+async def list_agents(ctx: Ctx) -> Json:
+    """``{agents: [agent document, ...]}``, by name."""
+    return Json({"agents": [agent_document(r) for r in await ctx.engine.store.list_agents()]})
+
+
+@agents.get("/{name}", summary="One agent", responses=problems(404), dependencies=READ)
+async def get_agent(name: Name, ctx: Ctx) -> Json:
+    return Json(agent_document(await ctx.engine.get_agent(name)))
+
+
+async def _update(ctx: ApiContext, name: str, body: Mapping[str, Any], *, replace: bool) -> Json:
+    _, spec, enabled = agent_fields(body, name)
+    if spec or replace:
+        record, changed = await ctx.engine.update_agent(name, spec, replace=replace)
+    else:
+        record, changed = await ctx.engine.get_agent(name), False
+    if enabled is not None and enabled != record.enabled:
+        record, changed = await ctx.engine.set_agent_enabled(name, enabled), True
+    return Json(agent_document(record, changed=changed))
+
+
+@agents.patch(
+    "/{name}",
+    summary="Change some fields of an agent",
+    response_model=None,
+    responses=problems(404, 422),
+    dependencies=REGISTER,
+)
+async def patch_agent(name: Name, body: Fields, ctx: Ctx) -> Json:
+    """Each field given replaces that field; answers the document with ``changed``."""
+    return await _update(ctx, name, body, replace=False)
+
+
+@agents.put(
+    "/{name}",
+    summary="Replace an agent's spec",
+    response_model=None,
+    responses=problems(404, 422),
+    dependencies=REGISTER,
+)
+async def put_agent(name: Name, body: Fields, ctx: Ctx) -> Json:
+    """The whole spec (omitted fields take their defaults); answers the document with ``changed``."""
+    return await _update(ctx, name, body, replace=True)
+
+
+@agents.post(
+    "/{name}/enable",
+    summary="Enable an agent",
+    response_model=None,
+    responses=problems(404),
+    dependencies=REGISTER,
+)
+async def enable_agent(name: Name, ctx: Ctx) -> Json:
+    return Json(agent_document(await ctx.engine.set_agent_enabled(name, True)))
+
+
+@agents.post(
+    "/{name}/disable",
+    summary="Disable an agent (its calls fail with AgentUnavailable)",
+    response_model=None,
+    responses=problems(404),
+    dependencies=REGISTER,
+)
+async def disable_agent(name: Name, ctx: Ctx) -> Json:
+    return Json(agent_document(await ctx.engine.set_agent_enabled(name, False)))
+
+
+@agents.get("/{name}/health", summary="An agent's health", responses=problems(404), dependencies=READ)
+async def agent_health(name: Name, ctx: Ctx) -> Json:
+    """``{agent, enabled, healthy, changed_at, window_seconds, threshold, samples, successes,
+    failures, success_rate, latency_ms: {p50, p95}, probes, calls, last_probe, breaker}``."""
+    return Json(await ctx.engine.agent_health(name))
+
+
+# -- breakers -----------------------------------------------------------------------------------
+
+
+def breaker_document(record: BreakerRecord) -> dict[str, Any]:
+    """The breaker's document, with ``next_trial_at`` (when an open circuit admits a trial)."""
+    doc = record.to_dict()
+    try:
+        policy = BreakerPolicy.model_validate(dict(record.policy))
+    except PydanticValidationError:  # a policy stored by another release: show the rest anyway
+        doc["next_trial_at"] = None
+    else:
+        doc["next_trial_at"] = iso(trial_deadline(record, policy))
+    return doc
+
+
+async def _breaker(ctx: ApiContext, key: str) -> BreakerRecord:
+    record = await ctx.engine.store.get_breaker(key)
+    if record is None:
+        raise NotFound(
+            f"no circuit breaker {key!r} (a breaker exists once a call has used it; see /v1/breakers)",
+            details={"key": key},
+        )
+    return record
+
+
+@breakers.get("", summary="List circuit breakers", dependencies=READ)
+async def list_breakers(ctx: Ctx) -> Json:
+    """``{breakers: [{key, state, policy, recent_failures, opened_at, next_trial_at, ...}]}``, by key."""
+    return Json({"breakers": [breaker_document(r) for r in await ctx.engine.store.list_breakers()]})
+
+
+@breakers.get("/{key:path}", summary="One circuit breaker", responses=problems(404), dependencies=READ)
+async def get_breaker(key: str, ctx: Ctx) -> Json:
+    return Json(breaker_document(await _breaker(ctx, key)))
+
+
+@breakers.post(
+    "/{key:path}/reset",
+    summary="Close a circuit breaker by hand",
+    response_model=None,
+    responses=problems(404),
+)
+async def reset_breaker(key: str, ctx: Ctx, who: Operator) -> Json:
+    """Forgets its failures and closes it; records ``breaker.closed`` with ``by`` = the caller."""
+    return Json(breaker_document(await ctx.engine.reset_breaker(key, actor=who.name)))
+
+
+# -- system events ------------------------------------------------------------------------------
+
+
+@events.get("", summary="Events outside runs (breaker.*, agent.*)", dependencies=READ)
+async def system_events(
+    ctx: Ctx,
+    after: Annotated[int, Query(ge=0, description="Only events with a greater id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    type_prefix: Annotated[
+        str | None,
+        Query(alias="type", max_length=100, description="Type prefix, e.g. `breaker.` or `agent.unhealthy`."),
+    ] = None,
+    subject: Annotated[str | None, Query(description="Only events about this breaker key or agent.")] = None,
+) -> Json:
+    """``{events: [{id, ts, type, subject, data}], next_after}`` (set when more may follow)."""
+    found = await ctx.engine.system_events(after=after, limit=limit, type_prefix=type_prefix, subject=subject)
+    next_after = found[-1].id if len(found) == limit else None
+    return Json({"events": [e.to_dict() for e in found], "next_after": next_after})
+
+
+router = APIRouter()
+for _part in (agents, breakers, events):
+    router.include_router(_part)
