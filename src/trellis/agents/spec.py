@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
@@ -18,7 +19,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trellis.dsl.models import RetrySpec
-from trellis.errors import AgentUnavailable
+from trellis.errors import AgentUnavailable, ValidationError
 from trellis.resilience.breaker import BreakerPolicy
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
@@ -145,3 +146,32 @@ def check_name(name: str) -> str:
             "(starting with a letter or digit), at most 200 characters"
         )
     return name
+
+
+READ_ONLY: Final = frozenset(
+    {"healthy", "health_changed_at", "last_probe_at", "revision", "created_at", "updated_at", "changed"}
+)
+"""Fields of an agent document that a client cannot set (ignored in a body, so a document read
+with ``GET`` can be sent back with ``PUT``)."""
+
+
+def agent_fields(body: Mapping[str, Any], name: str | None) -> tuple[str | None, dict[str, Any], bool | None]:
+    """``(name, spec fields, enabled)`` of a request body or ``--file`` document.
+
+    Raises:
+        ValidationError: ``name`` or ``enabled`` of the wrong kind, or a name other than ``name``
+            (agents cannot be renamed).
+    """
+    fields = {k: v for k, v in body.items() if k not in READ_ONLY}
+    given = fields.pop("name", None)
+    if given is not None and not isinstance(given, str):
+        raise ValidationError(f"name must be a string, not {type(given).__name__}", details={"path": "/name"})
+    if name is not None and given is not None and given != name:
+        raise ValidationError(
+            f"the document names agent {given!r}, not {name!r}; agents cannot be renamed",
+            details={"path": "/name"},
+        )
+    enabled = fields.pop("enabled", None)
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValidationError(f"enabled must be true or false, not {enabled!r}", details={"path": "/enabled"})
+    return given or name, fields, enabled

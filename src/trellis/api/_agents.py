@@ -8,11 +8,12 @@ revision, created_at, updated_at}`` (the spec with every default filled in, see
 (``env:NAME``, ``file:/path``); a secret sent in clear is refused, never stored or echoed.
 
 * ``POST /v1/agents`` ``{name, ...spec, enabled?}`` → 201 (409 when the name is taken).
-* ``PATCH /v1/agents/{name}`` ``{...fields}``: each field given replaces that field (a nested
-  policy such as ``breaker`` is replaced whole); ``PUT`` replaces the whole spec (omitted fields
-  go back to their defaults). Both answer the document with ``changed`` (false when the request
-  changed nothing) and accept ``enabled`` too; the read-only fields of a document
-  (:data:`READ_ONLY`) are ignored, so a document read with ``GET`` can be sent back.
+* ``PATCH /v1/agents/{name}`` ``{...fields}``: a JSON merge patch (RFC 7386) of the spec —
+  nested policies merge field by field, ``null`` removes a field (back to its default); ``PUT``
+  replaces the whole spec (omitted fields go back to their defaults). Both answer the document
+  with ``changed`` (false when the request changed nothing) and accept ``enabled`` too; the
+  read-only fields of a document (:data:`trellis.agents.READ_ONLY`) are ignored, so a document
+  read with ``GET`` can be sent back.
 * ``POST /v1/agents/{name}/enable|disable``; ``GET /v1/agents/{name}/health``.
 
 Breakers are keyed ``agent:<name>`` and ``http:<host:port>``; a breaker exists once a call has
@@ -26,21 +27,19 @@ log (see :mod:`trellis.api._access`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import ValidationError as PydanticValidationError
 
+from trellis.agents import agent_fields
 from trellis.api._access import require
 from trellis.api._app import ApiContext, context
 from trellis.api._models import problems
 from trellis.api._problems import Json
 from trellis.auth import Permission, Principal
 from trellis.errors import NotFound, ValidationError
-from trellis.resilience import BreakerPolicy
-from trellis.resilience.breaker import trial_deadline
+from trellis.resilience import breaker_document
 from trellis.store import AgentRecord, BreakerRecord
-from trellis.store.records import iso
 
 Ctx = Annotated[ApiContext, Depends(context)]
 Name = Annotated[str, Path(min_length=1, max_length=200)]
@@ -63,35 +62,6 @@ def agent_document(record: AgentRecord, *, changed: bool | None = None) -> dict[
     if changed is not None:
         doc["changed"] = changed
     return doc
-
-
-READ_ONLY: Final = frozenset(
-    {"healthy", "health_changed_at", "last_probe_at", "revision", "created_at", "updated_at", "changed"}
-)
-"""Fields of an agent document that a client cannot set (ignored in a body, so a document read
-with ``GET`` can be sent back with ``PUT``)."""
-
-
-def agent_fields(body: Mapping[str, Any], name: str | None) -> tuple[str | None, dict[str, Any], bool | None]:
-    """``(name, spec fields, enabled)`` of a request body or ``--file`` document.
-
-    Raises:
-        ValidationError: ``name`` or ``enabled`` of the wrong kind, or a name other than ``name``
-            (agents cannot be renamed).
-    """
-    fields = {k: v for k, v in body.items() if k not in READ_ONLY}
-    given = fields.pop("name", None)
-    if given is not None and not isinstance(given, str):
-        raise ValidationError(f"name must be a string, not {type(given).__name__}", details={"path": "/name"})
-    if name is not None and given is not None and given != name:
-        raise ValidationError(
-            f"the document names agent {given!r}, not {name!r}; agents cannot be renamed",
-            details={"path": "/name"},
-        )
-    enabled = fields.pop("enabled", None)
-    if enabled is not None and not isinstance(enabled, bool):
-        raise ValidationError(f"enabled must be true or false, not {enabled!r}", details={"path": "/enabled"})
-    return given or name, fields, enabled
 
 
 @agents.post(
@@ -187,18 +157,6 @@ async def agent_health(name: Name, ctx: Ctx) -> Json:
 
 
 # -- breakers -----------------------------------------------------------------------------------
-
-
-def breaker_document(record: BreakerRecord) -> dict[str, Any]:
-    """The breaker's document, with ``next_trial_at`` (when an open circuit admits a trial)."""
-    doc = record.to_dict()
-    try:
-        policy = BreakerPolicy.model_validate(dict(record.policy))
-    except PydanticValidationError:  # a policy stored by another release: show the rest anyway
-        doc["next_trial_at"] = None
-    else:
-        doc["next_trial_at"] = iso(trial_deadline(record, policy))
-    return doc
 
 
 async def _breaker(ctx: ApiContext, key: str) -> BreakerRecord:

@@ -20,7 +20,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from trellis.api._agents import agent_fields, breaker_document
+from trellis.agents import agent_fields
 from trellis.cli._common import (
     EXIT_INVALID,
     STATE,
@@ -32,6 +32,7 @@ from trellis.cli._common import (
     whoami,
 )
 from trellis.errors import NotFound, ValidationError
+from trellis.resilience import breaker_document
 from trellis.runtime import Engine
 
 agents_app = typer.Typer(help="The agent registry: HTTP services `agent` nodes call.", no_args_is_help=True)
@@ -230,7 +231,7 @@ def update(
     ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Change an agent: each field given replaces that field (a policy is replaced whole).
+    """Change an agent: the fields given are merged into its spec (a policy field by field).
 
     Options override the fields of --file. Prints the agent with `changed`.
     """

@@ -8,9 +8,18 @@ from trellis.resilience.breaker import (
     Admission,
     BreakerBoard,
     BreakerPolicy,
+    breaker_document,
     breaker_key,
     counts_as_failure,
     trial_deadline,
 )
 
-__all__ = ["Admission", "BreakerBoard", "BreakerPolicy", "breaker_key", "counts_as_failure", "trial_deadline"]
+__all__ = [
+    "Admission",
+    "BreakerBoard",
+    "BreakerPolicy",
+    "breaker_document",
+    "breaker_key",
+    "counts_as_failure",
+    "trial_deadline",
+]

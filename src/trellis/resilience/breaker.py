@@ -32,9 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from trellis.errors import CircuitOpen, WorkflowError
 from trellis.store import BreakerRecord, Store, SystemEvent
+from trellis.store.records import iso
 
 State = Literal["closed", "open", "half_open"]
 
@@ -313,3 +315,16 @@ def trial_deadline(record: BreakerRecord, policy: BreakerPolicy) -> datetime | N
     if record.state != "open" or record.opened_at is None:
         return None
     return record.opened_at + timedelta(seconds=policy.recovery_seconds)
+
+
+def breaker_document(record: BreakerRecord) -> dict[str, Any]:
+    """The breaker's document (REST and ``--json``), with ``next_trial_at``: when an open circuit
+    admits its next trial."""
+    doc = record.to_dict()
+    try:
+        policy = BreakerPolicy.model_validate(dict(record.policy))
+    except PydanticValidationError:  # a policy stored by another release: show the rest anyway
+        doc["next_trial_at"] = None
+    else:
+        doc["next_trial_at"] = iso(trial_deadline(record, policy))
+    return doc
