@@ -715,6 +715,44 @@ class TestStateFields:
         assert report.diagnostics == ()
 
 
+class TestEmbeddedDocuments:
+    @pytest.mark.parametrize(
+        ("text", "path"),
+        [
+            (
+                "name: demo\ninput: {type: object, properties: {n: {type: numbr}}}\nstart: a\n"
+                "nodes:\n  a: {type: end}\n",
+                "/input/properties/n/type",
+            ),
+            (
+                "name: demo\nstart: a\nnodes:\n  a: {type: approval, title: t, timeout: {after: 1h, next: b},"
+                " form: {required: yes}, next: b}\n  b: {type: end}\n",
+                "/nodes/a/form/required",
+            ),
+            (
+                "name: demo\nstart: a\nnodes:\n  a: {type: llm, model: m, prompt: p, output_schema: {minItems: -1}}\n",
+                "/nodes/a/output_schema/minItems",
+            ),
+        ],
+    )
+    def test_an_invalid_json_schema_is_reported_where_it_fails(self, text: str, path: str) -> None:
+        found = single(text)
+        assert (found.code, found.path) == ("INVALID_JSON_SCHEMA", path)
+        assert "not a valid JSON Schema" in found.message
+        assert found.line is not None
+
+    def test_a_subworkflow_must_be_pinned_to_a_version(self) -> None:
+        found = single("name: demo\nstart: a\nnodes:\n  a: {type: subworkflow, workflow: billing}\n")
+        assert (found.code, found.path, found.line) == ("UNPINNED_WORKFLOW", "/nodes/a/workflow", 4)
+        assert "billing@3" in found.message
+        assert check("name: demo\nstart: a\nnodes:\n  a: {type: subworkflow, workflow: billing@2}\n").ok
+
+    def test_a_top_level_node_cannot_rename_itself_with_id(self) -> None:
+        found = single("name: demo\nstart: a\nnodes:\n  a: {id: b, type: end}\n")
+        assert (found.code, found.path) == ("MALFORMED_ID", "/nodes/a/id")
+        assert check("name: demo\nstart: a\nnodes:\n  a: {id: a, type: end}\n").ok
+
+
 class TestSchemaDiagnostics:
     def test_unknown_field_suggests_the_right_one(self) -> None:
         text = "name: demo\nstart: a\nnodes:\n  a: {type: tool, tool: t, nxt: b}\n  b: {type: end}\n"

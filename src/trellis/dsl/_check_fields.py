@@ -43,6 +43,13 @@ def check_ids(subject: Subject) -> Iterator[Diagnostic]:
             first[ref.id] = (ref.pointer, explicit)
         if explicit and not _ID.match(ref.id):
             yield error(Code.MALFORMED_ID, path, f"node id `{ref.id}` is malformed: {_ID_RULE}")
+        if ref.scope == TOP_SCOPE and ref.node.id is not None and ref.node.id != ref.id:
+            yield error(
+                Code.MALFORMED_ID,
+                ref.pointer + "/id",
+                f"node `{ref.id}` sets `id: {ref.node.id}`, but a top-level node's id is its key in "
+                "`nodes`; remove `id` or rename the key",
+            )
         if isinstance(ref.node, ParallelNode):
             for branch in ref.node.branches or {}:
                 if not _ID.match(branch):

@@ -56,6 +56,10 @@ class Code(StrEnum):
     """Warning: an approval waits forever when nobody decides."""
     UNKNOWN_STATE_FIELD = "UNKNOWN_STATE_FIELD"
     """A node writes a key that is not a declared state field (only when ``state`` is declared)."""
+    INVALID_JSON_SCHEMA = "INVALID_JSON_SCHEMA"
+    """``input``, an approval's ``form`` or an llm node's ``output_schema`` is not a valid JSON Schema."""
+    UNPINNED_WORKFLOW = "UNPINNED_WORKFLOW"
+    """A ``subworkflow`` node names a workflow without ``@version``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trellis.dsl._check_documents import check_documents
 from trellis.dsl._check_expressions import check_expressions
 from trellis.dsl._check_fields import check_ids, check_policies, check_state_fields
 from trellis.dsl._check_graph import check_graph
@@ -74,6 +75,7 @@ def _semantic(subject: Subject, document: Document | None) -> Iterable[Diagnosti
     yield from check_graph(subject)
     yield from check_policies(subject)
     yield from check_state_fields(subject)
+    yield from check_documents(subject)
     yield from check_expressions(subject, document)
 
 
