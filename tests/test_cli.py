@@ -191,6 +191,14 @@ class TestGraphAndSchema:
         assert result.output.startswith("flowchart TD")
         assert "approve -.->|timeout| late" in result.output
 
+    def test_graph_shows_default_value_catches_and_where_the_run_ends(self, cli: CliRunner) -> None:
+        example = Path(__file__).resolve().parent.parent / "examples" / "nlp_data_viz.yaml"
+        lines = cli.invoke(app, ["graph", str(example)]).output.splitlines()
+        assert '    data -.->|"catch *: defaults"| viz' in lines  # catch without next: on to `next`
+        assert '    nlp -.->|"catch *"| keywords' in lines
+        assert "    __end__((end))" in lines
+        assert {"    viz --> __end__", "    table --> __end__"} <= set(lines)
+
     def test_schema_prints_the_json_schema(self, cli: CliRunner) -> None:
         schema = json.loads(cli.invoke(app, ["schema"]).output)
         assert schema["$schema"].endswith("2020-12/schema")

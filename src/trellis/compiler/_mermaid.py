@@ -29,8 +29,11 @@ def mermaid(workflow: Workflow) -> str:
     scopes = scope_members(refs)
     lines = ["flowchart TD", "    __start__((start))"]
     lines += _declare(scopes.get("", []), scopes, indent="    ")
+    edges = _edges(refs, scopes)
+    if any(line.endswith(" __end__") for line in edges):
+        lines.append("    __end__((end))")
     lines.append(f"    __start__ --> {workflow.start}")
-    lines += _edges(refs, scopes)
+    lines += edges
     return "\n".join(lines) + "\n"
 
 
@@ -60,12 +63,14 @@ def _edges(refs: Sequence[NodeRef], scopes: dict[str, list[NodeRef]]) -> list[st
         members = scopes[ref.scope]
         position = members.index(ref)
         successor = node.next or implicit_next(members, position)
+        if successor is None and ref.scope == "" and node.type != "fail":
+            successor = "__end__"  # the run ends here (inside a branch or body, its scope does)
         if isinstance(node, RouterNode):
             for route in node.routes:
                 lines.append(f'    {ref.id} -->|"{_label(route.when)}"| {route.next}')
             if node.default:
                 lines.append(f"    {ref.id} -->|default| {node.default}")
-        elif successor and node.type not in ("end", "fail"):
+        elif successor and node.type != "fail":
             lines.append(f"    {ref.id} --> {successor}")
         if isinstance(node, ParallelNode):
             for branch in node.branches:
@@ -74,8 +79,11 @@ def _edges(refs: Sequence[NodeRef], scopes: dict[str, list[NodeRef]]) -> list[st
         if isinstance(node, MapNode) and scopes.get(ref.id):
             lines.append(f"    {ref.id} -.->|each| {scopes[ref.id][0].id}")
         for catch in node.catch or []:
+            errors = ", ".join(catch.errors)
             if catch.next:
-                lines.append(f'    {ref.id} -.->|"catch {", ".join(catch.errors)}"| {catch.next}')
+                lines.append(f'    {ref.id} -.->|"catch {errors}"| {catch.next}')
+            elif successor:  # a default value, then on to the node's own successor
+                lines.append(f'    {ref.id} -.->|"catch {errors}: defaults"| {successor}')
         if isinstance(node, ApprovalNode) and node.timeout is not None:
             lines.append(f"    {ref.id} -.->|timeout| {node.timeout.next}")
     return lines
