@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from sqlalchemy import BigInteger, RowMapping, bindparam, select, text, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 
 from trellis.errors import Conflict, NotFound
 from trellis.store._dialect import Dialect
@@ -41,6 +41,9 @@ RESERVE: Final = (
 INSERT_EVENTS: Final = events_table.insert()
 """Executed with one parameter set per event (executemany)."""
 
+RunUpdateShape = tuple[frozenset[str], bool, bool]
+"""``(run fields set, whether events are counted, whether fenced by a lease token)``."""
+
 NODE_STATE_DEFAULTS: Final[Mapping[str, Any]] = {"status": NodeStatus.PENDING.value, "attempt": 0}
 """Column values of a node's first row when the update does not give them."""
 
@@ -56,6 +59,33 @@ class JournalWriter:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._upserts: dict[frozenset[str], Insert] = {}
+        self._run_updates: dict[RunUpdateShape, Update] = {}
+
+    def run_update(self, shape: RunUpdateShape) -> Update:
+        """``UPDATE runs SET <fields>, updated_at[, last_seq = last_seq + :p_count] WHERE id
+        [AND lease_token = :p_token] RETURNING last_seq``, built once per shape.
+
+        Bind names: ``v_<column>`` per field, ``p_run_id``, ``p_now``, ``p_count``, ``p_token``.
+        """
+        stmt = self._run_updates.get(shape)
+        if stmt is None:
+            fields, counted, fenced = shape
+            values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=runs.c[k].type) for k in sorted(fields)}
+            values["updated_at"] = bindparam("p_now", type_=runs.c.updated_at.type)
+            if counted:
+                values["last_seq"] = runs.c.last_seq + bindparam("p_count", type_=BigInteger)
+            stmt = update(runs).where(runs.c.id == bindparam("p_run_id")).values(values)
+            if fenced:
+                stmt = stmt.where(runs.c.lease_token == bindparam("p_token", type_=BigInteger))
+            stmt = self._run_updates[shape] = stmt.returning(runs.c.last_seq)
+        return stmt
+
+    def execute_run_update(
+        self, conn: Connection, shape: RunUpdateShape, params: Mapping[str, Any]
+    ) -> int | None:
+        """Run :meth:`run_update`; the run's ``last_seq``, or None when no row matched."""
+        reserved: int | None = conn.execute(self.run_update(shape), dict(params)).scalar_one_or_none()
+        return reserved
 
     def node_state_upsert(self, given: frozenset[str]) -> Insert:
         """``INSERT`` a node state; on conflict update only the ``given`` fields (and ``updated_at``)."""
@@ -126,13 +156,11 @@ def record(
     last_seq = 0
     if count or run or lease_token is not None:
         if run or lease_token is not None:
-            values: dict[str, Any] = {**run_values(run or {}), "updated_at": now}
-            if count:
-                values["last_seq"] = runs.c.last_seq + count
-            stmt = update(runs).where(runs.c.id == run_id).values(values).returning(runs.c.last_seq)
-            if lease_token is not None:
-                stmt = stmt.where(runs.c.lease_token == lease_token)
-            reserved = conn.execute(stmt).scalar_one_or_none()
+            fields = run_values(run or {})
+            shape = (frozenset(fields), count > 0, lease_token is not None)
+            params = {f"v_{k}": v for k, v in fields.items()}
+            params.update(p_run_id=run_id, p_now=now, p_count=count, p_token=lease_token)
+            reserved = writer.execute_run_update(conn, shape, params)
         else:
             reserved = writer.execute_reserve(conn, {"p_run_id": run_id, "p_count": count, "p_now": now})
         if reserved is None:

@@ -46,7 +46,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
 from trellis.store._dialect import P, Runner, T
-from trellis.store._journal import INSERT_EVENTS, RESERVE, JournalWriter
+from trellis.store._journal import INSERT_EVENTS, RESERVE, JournalWriter, RunUpdateShape
 
 PRAGMAS: Final = (
     "PRAGMA busy_timeout=5000",
@@ -220,6 +220,18 @@ class SqliteJournalWriter(JournalWriter):
     def execute_reserve(self, conn: Connection, params: Mapping[str, Any]) -> int | None:
         """``UPDATE runs ... RETURNING last_seq`` on the raw cursor."""
         compiled = self._statement(conn, "reserve", lambda d: _Compiled.of(RESERVE, d))
+        cursor = self._cursor(conn)
+        try:
+            row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else int(row[0])
+
+    def execute_run_update(
+        self, conn: Connection, shape: RunUpdateShape, params: Mapping[str, Any]
+    ) -> int | None:
+        """The run update (fields, event reservation, fence) on the raw cursor."""
+        compiled = self._statement(conn, ("run", shape), lambda d: _Compiled.of(self.run_update(shape), d))
         cursor = self._cursor(conn)
         try:
             row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
