@@ -38,6 +38,12 @@ TABLES = {
     "breakers",
     "agent_samples",
     "system_events",
+    "run_logs",
+    "triggers",
+    "trigger_leases",
+    "callbacks",
+    "deliveries",
+    "publish_cursors",
     "alembic_version",
 }
 VERSIONS = Path(__file__).parents[1] / "src" / "trellis" / "store" / "migrations" / "versions"

@@ -17,6 +17,10 @@ Example ``trellis.toml``::
     [http_breaker]                        # one circuit per host for `http` nodes
     failure_threshold = 5                 # `enabled = false` turns them off
 
+    [retention]                           # `trellis serve` prunes finished runs (`trellis gc`)
+    older_than = "30d"
+    interval = "1h"
+
 Environment: ``TRELLIS_DATABASE_URL``, ``TRELLIS_TOOLS`` (comma-separated), ``TRELLIS_LEASE_SECONDS``,
 ``TRELLIS_MODELS`` (JSON object of aliases), ``TRELLIS_CONFIG`` (path of the TOML file).
 """
@@ -105,6 +109,9 @@ class Settings:
     taken over this long after its last heartbeat."""
     source: str | None = None
     """Path of the TOML file the settings came from, if any."""
+    retention: dict[str, Any] = field(default_factory=dict)
+    """``[retention]``: ``older_than`` and ``interval`` of the pruning job ``trellis serve`` runs
+    (see :class:`trellis.observability.RetentionPolicy`); ``enabled = false`` turns it off."""
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -133,6 +140,7 @@ class Settings:
             http_breaker=_http_breaker(raw.get("http_breaker")),
             lease_seconds=float(env.get("TRELLIS_LEASE_SECONDS") or raw.get("lease_seconds") or 30.0),
             source=source,
+            retention=dict(raw.get("retention", {})),
         )
 
 

@@ -24,6 +24,10 @@ route                                                    what
 ``POST /v1/breakers/{key}/reset``
 ``GET /v1/system-events``                                ``breaker.*`` and ``agent.*`` events
 ``GET /metrics``                                         Prometheus exposition (no key needed)
+``GET /v1/metrics/summary?workflow=&since=``             run analytics: success rate, p50/p95,
+                                                         node failures and retries, LLM tokens
+``GET /v1/runs/{id}/logs``                               log lines the run's nodes emitted
+``GET /``, ``GET /ui/...``                               the dashboard (static files, no key needed)
 =======================================================  ===========================================
 
 Access (roles and permissions) is described in :mod:`trellis.auth`.

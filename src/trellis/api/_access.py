@@ -30,6 +30,8 @@ log = logging.getLogger("trellis.api")
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 PROTECTED_PREFIXES: Final = ("/v1/", "/ws")
+SIGNED_PREFIXES: Final = ("/v1/hooks/",)
+"""Webhooks in: authenticated by each delivery's HMAC signature (``trellis.triggers``), not API keys."""
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -71,6 +73,10 @@ class AccessMiddleware:
             await send(message)
 
         try:
+            if scope["path"].startswith(SIGNED_PREFIXES):
+                state["actor"] = "webhook"
+                await self.app(scope, receive, recording_send if audited else send)
+                return
             try:
                 state["principal"] = await self.context.keys.authenticate(_presented_key(scope))
             except Unauthorized as exc:

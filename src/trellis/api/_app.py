@@ -77,7 +77,19 @@ def create_app(engine: Engine, *, settings: ApiSettings | None = None) -> FastAP
 
     .. versionadded:: 0.1
     """
-    from trellis.api import _actions, _agents, _metrics, _ops, _runs, _streams, _workflows
+    from trellis.api import (
+        _actions,
+        _agents,
+        _metrics,
+        _node_exec,
+        _observability,
+        _ops,
+        _runs,
+        _streams,
+        _triggers,
+        _ui,
+        _workflows,
+    )
 
     settings = settings or ApiSettings()
     ctx = ApiContext(
@@ -97,6 +109,18 @@ def create_app(engine: Engine, *, settings: ApiSettings | None = None) -> FastAP
     app.state.trellis = ctx
     install_problem_handlers(app)
     app.add_middleware(AccessMiddleware, context=ctx)
-    for module in (_ops, _metrics, _workflows, _runs, _actions, _streams, _agents):
+    for module in (
+        _ops,
+        _metrics,
+        _workflows,
+        _runs,
+        _actions,
+        _streams,
+        _agents,
+        _observability,
+        _ui,
+        _triggers,
+        _node_exec,
+    ):
         app.include_router(module.router)
     return app

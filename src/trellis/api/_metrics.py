@@ -19,7 +19,9 @@ def app_metrics(request: Request) -> Metrics:
     """The :class:`Metrics` of the app serving ``request`` (made on first use)."""
     metrics: Metrics | None = getattr(request.app.state, "trellis_metrics", None)
     if metrics is None:
-        metrics = request.app.state.trellis_metrics = Metrics(context(request).engine.store)
+        engine = context(request).engine
+        metrics = Metrics(engine.store, registry=engine.instruments.registry)
+        request.app.state.trellis_metrics = metrics
     return metrics
 
 
@@ -31,5 +33,5 @@ def app_metrics(request: Request) -> Metrics:
     responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:
-    """Breaker and agent gauges, read from the store at scrape time (text exposition format)."""
+    """Runs, nodes, retries, tokens, queue, breakers and agents (text exposition format)."""
     return Response(await app_metrics(request).render(), media_type=CONTENT_TYPE)

@@ -12,6 +12,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class Callback(BaseModel):
+    """Where Trellis delivers a run (see :mod:`trellis.triggers._callbacks`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1, max_length=2000, pattern=r"^https?://", examples=["https://ci.example/hook"]
+    )
+    events: bool = False
+    """Deliver every event of the run too, not only its final document."""
+    secret: str | None = Field(None, pattern=r"^(env|file):.+", examples=["env:CALLBACK_SECRET"])
+    """Secret reference signing the deliveries (default: the server's ``[callbacks] secret``)."""
+
+
 class RunCreate(BaseModel):
     """``POST /v1/runs``."""
 
@@ -27,6 +41,8 @@ class RunCreate(BaseModel):
     """Answer only once the run ended or parked (or ``wait_timeout`` passed)."""
     wait_timeout: float | None = Field(None, gt=0)
     """Seconds to wait at most; capped by the server's limit (30 s by default)."""
+    callback: Callback | None = None
+    """POST the final run document (and, with ``events``, each event) to this URL."""
 
 
 class Decision(BaseModel):

@@ -108,6 +108,7 @@ async def create_run(
                 priority=body.priority,
                 idempotency_key=idempotency_key,
                 request_hash=digest if idempotency_key else None,
+                callback=body.callback.model_dump() if body.callback else None,
             )
         except Conflict as exc:  # another request with the same key won the race
             if not idempotency_key or exc.details.get("idempotency_key") != idempotency_key:

@@ -57,6 +57,16 @@ async def follow(ctx: ApiContext, run_id: str, after: int) -> AsyncIterator[Even
     Yields ``None`` whenever ``stream_poll_seconds`` passed without an event, so the caller can
     send keep-alives. Ends early when the server shuts down (:meth:`ApiContext.close_streams`).
     """
+    subscribers = ctx.engine.instruments.stream_subscribers
+    subscribers.inc()
+    try:
+        async for item in _follow(ctx, run_id, after):
+            yield item
+    finally:
+        subscribers.dec()
+
+
+async def _follow(ctx: ApiContext, run_id: str, after: int) -> AsyncIterator[EventRecord | None]:
     engine, store = ctx.engine, ctx.engine.store
     last = after
     async with engine.bus.subscribe(run_id) as live:

@@ -11,9 +11,12 @@ import typer
 from trellis._version import __version__
 from trellis.cli._agents import agents_app, breakers_app
 from trellis.cli._common import EXIT_INVALID, STATE, console, fail, print_json, run_async
+from trellis.cli._gc import gc
 from trellis.cli._keys import keys_app
+from trellis.cli._perf import perf_app
 from trellis.cli._runs import run_command, runs_app
 from trellis.cli._serve import serve, worker
+from trellis.cli._triggers import node_app, schedules_app, triggers_app
 
 app = typer.Typer(
     name="trellis",
@@ -29,9 +32,14 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 app.add_typer(breakers_app, name="breakers")
+app.add_typer(perf_app, name="perf")
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(triggers_app, name="triggers")
+app.add_typer(node_app, name="node")
 app.command("serve")(serve)
 app.command("worker")(worker)
 app.command("run")(run_command)
+app.command("gc")(gc)
 
 
 @app.callback()

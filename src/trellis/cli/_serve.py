@@ -7,6 +7,11 @@ then refuses a non-loopback ``--host`` (exit 2) unless ``--insecure`` says that 
 (clients reconnect elsewhere with ``Last-Event-ID``), and the worker drains: it stops claiming,
 asks its runs to stop at their next step boundary (checkpointed, back to ``queued``) and hands
 back any lease not released within ``--grace`` seconds. A second signal exits at once.
+
+**Observability.** Both commands log JSON lines on stderr (structlog; run id, node and attempt
+bound while a node runs). ``serve`` serves the dashboard at ``/`` and ``/metrics``, and prunes
+finished runs per ``[retention]`` (``trellis gc``; every hour, runs older than 30 days, unless
+``enabled = false``). ``worker --metrics-port`` exposes that worker's own counters.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trellis.cli._common import EXIT_INVALID, STATE, err_console, fail, run_async
+from trellis.cli._triggers import start_triggers, stop_triggers
 from trellis.config import Settings
 from trellis.errors import WorkflowError
 
@@ -42,6 +48,17 @@ Tools = Annotated[
 Grace = Annotated[
     float, typer.Option(min=0, help="Seconds running runs get to reach a step boundary on stop.")
 ]
+
+
+BUNDLED_TOOLS = ("trellis.workflows.performance.tools",)
+"""Tool modules of the workflows that ship with Trellis, loaded by ``serve --examples``."""
+
+
+def _bundled_definitions() -> dict[str, str]:
+    """The workflows that ship with Trellis (``performance-agent``), registered by ``--examples``."""
+    from trellis.workflows.performance import WORKFLOW_FILE
+
+    return {"trellis/workflows/performance/performance_agent.yaml": WORKFLOW_FILE.read_text()}
 
 
 def is_loopback(host: str) -> bool:
@@ -102,6 +119,20 @@ async def _register_examples(engine: Engine, definitions: dict[str, str]) -> Non
         err_console.print(f"registered {record.name}@{record.version} from {filename}", highlight=False)
 
 
+def _start_retention(engine: Engine, settings: Settings) -> asyncio.Task[None] | None:
+    """The scheduled ``trellis gc`` of ``[retention]`` (``None`` when it is turned off)."""
+    from trellis.observability import RetentionPolicy
+    from trellis.observability._retention import retention_job
+
+    try:
+        policy = RetentionPolicy.from_table(settings.retention)
+    except ValueError as exc:
+        fail(f"[retention] in the configuration: {exc}", EXIT_INVALID)
+    if not policy.enabled:
+        return None
+    return asyncio.create_task(retention_job(engine.store, engine.saver, policy), name="trellis-retention")
+
+
 async def _stop_worker(worker: Any, task: asyncio.Task[None] | None, grace: float) -> None:
     if worker is None or task is None:
         return
@@ -126,7 +157,9 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host although no API key exists (an open API).")
     ] = False,
-    examples: Annotated[bool, typer.Option(help="Register examples/*.yaml (if present) at start.")] = False,
+    examples: Annotated[
+        bool, typer.Option(help="Register examples/*.yaml (if present) and the bundled performance-agent.")
+    ] = False,
     tools: Tools = None,
     grace: Grace = 30.0,
     keep_alive: Annotated[
@@ -141,13 +174,15 @@ def serve(
     from trellis.runtime import Engine
     from trellis.store import open_store
 
-    settings = _settings(tools)
+    settings = _settings([*(tools or []), *(BUNDLED_TOOLS if examples else ())])
     directory = Path("examples")
     definitions = (
         {str(p): p.read_text() for p in sorted(directory.glob("*.yaml"))}
         if examples and directory.is_dir()
         else {}
     )
+    if examples:
+        definitions.update(_bundled_definitions())
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -155,6 +190,8 @@ def serve(
             yield
 
     async def main() -> None:
+        from trellis.observability import configure_logging
+
         store = await open_store(settings.database_url)
         try:
             keys = await store.list_api_keys()
@@ -167,15 +204,24 @@ def serve(
                 "127.0.0.1, or pass --insecure if an open API is really intended",
                 EXIT_INVALID,
             )
+        configure_logging(log_level)
         async with Engine.open(settings, monitor=True) as engine:
             await _register_examples(engine, definitions)
             app = create_app(engine, settings=ApiSettings(keep_alive_seconds=keep_alive))
             config = uvicorn.Config(
-                app, host=host, port=port, log_level=log_level, lifespan="off", timeout_graceful_shutdown=5
+                app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                log_config=None,  # uvicorn's lines go through the JSON logging configured above
+                lifespan="off",
+                timeout_graceful_shutdown=5,
             )
+            pruning = _start_retention(engine, settings)
             server = Server(config)
             worker = None if no_worker else _worker_class()(engine, concurrency=concurrency)
             task = None if worker is None else asyncio.create_task(worker.run(grace_seconds=grace))
+            triggers = start_triggers(engine, settings)  # schedules, callbacks, bus (issue 7)
 
             def stop() -> None:
                 server.should_exit = True
@@ -191,7 +237,11 @@ def serve(
                     await server.serve()
                 finally:
                     app.state.trellis.close_streams()
+                    await stop_triggers(triggers)
                     await _stop_worker(worker, task, grace)
+                    if pruning is not None:
+                        pruning.cancel()
+                        await asyncio.gather(pruning, return_exceptions=True)
 
     run_async(main)
 
@@ -200,19 +250,37 @@ def worker(
     concurrency: Concurrency = 8,
     tools: Tools = None,
     grace: Grace = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve this worker's Prometheus counters on this port."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Log level of the JSON logs on stderr.")] = "info",
 ) -> None:
-    """Execute queued runs (no HTTP) until SIGTERM/SIGINT, then drain."""
+    """Execute queued runs (no HTTP API) until SIGTERM/SIGINT, then drain."""
     from trellis.runtime import Engine
 
     settings = _settings(tools)
     worker_class = _worker_class()
 
     async def main() -> None:
+        from trellis.observability import configure_logging
+
+        configure_logging(log_level)
         async with Engine.open(settings, monitor=True) as engine:
+            if metrics_port is not None:
+                from prometheus_client import start_http_server
+
+                # Only this worker's own counters: the shared gauges (queue, breakers) come
+                # from any API process's /metrics.
+                start_http_server(metrics_port, addr="127.0.0.1", registry=engine.instruments.registry)
             runner = worker_class(engine, concurrency=concurrency)
             task = asyncio.create_task(runner.run(grace_seconds=grace))
             err_console.print(f"trellis worker {engine.owner}: {concurrency} slots", highlight=False)
+            triggers = start_triggers(engine, settings)  # schedules, callbacks, bus (issue 7)
             with _on_signals(runner.request_stop):
-                await task  # returns once a signal asked it to stop and it drained
+                try:
+                    await task  # returns once a signal asked it to stop and it drained
+                finally:
+                    await stop_triggers(triggers)
 
     run_async(main)

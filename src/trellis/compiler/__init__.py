@@ -16,6 +16,7 @@ from langgraph.pregel import Pregel
 
 from trellis.compiler._builder import GraphBuilder, branch_node, items_node, join_node
 from trellis.compiler._mermaid import mermaid
+from trellis.compiler._single import build_single_node
 from trellis.compiler._state import field_reducers, initial_state, state_type
 from trellis.dsl.models import Workflow
 from trellis.errors import NotFound
@@ -128,4 +129,12 @@ class Compiler:
         return await self.compile(workflow, content_hash, version=version, nested=True)
 
 
-__all__ = ["CompiledWorkflow", "Compiler", "branch_node", "items_node", "join_node", "mermaid"]
+__all__ = [
+    "CompiledWorkflow",
+    "Compiler",
+    "branch_node",
+    "build_single_node",
+    "items_node",
+    "join_node",
+    "mermaid",
+]

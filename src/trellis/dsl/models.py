@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trellis.dsl._durations import Duration
 
@@ -285,6 +285,39 @@ NODE_TYPES: tuple[str, ...] = (
 )
 
 
+class ScheduleSpec(_Model):
+    """A cron schedule that starts runs of the workflow (``schedules: [...]``).
+
+    Each tick starts exactly one run, however many Trellis processes are serving; ticks missed
+    while no process was running follow ``missed``.
+    """
+
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=150)
+    """Name of the schedule (``trellis schedules ...``); default ``<workflow>-schedule-<index>``."""
+    cron: str = Field(min_length=1, max_length=200, examples=["*/15 * * * *", "0 9 * * MON-FRI"])
+    """Five-field cron expression (minute hour day-of-month month day-of-week)."""
+    timezone: str = "UTC"
+    """IANA time zone the cron expression is read in (``Europe/Berlin``); DST is honoured."""
+    input: dict[str, Any] = Field(default_factory=dict)
+    """Input of every run it starts."""
+    missed: Literal["skip", "run_once"] = "skip"
+    """Ticks missed during downtime: ``skip`` them, or ``run_once`` for all of them together."""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from trellis.dsl._cron import check_cron
+
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from trellis.dsl._cron import check_timezone
+
+        return check_timezone(value)
+
+
 class Workflow(_Model):
     """A workflow definition."""
 
@@ -308,6 +341,8 @@ class Workflow(_Model):
     behind an open circuit fails at once with ``PreflightFailed``."""
     start: str
     nodes: dict[str, Node]
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+    """Cron schedules that start runs of this workflow (see :class:`ScheduleSpec`)."""
 
 
 ParallelNode.model_rebuild()

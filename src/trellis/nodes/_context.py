@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
+from trellis.nodes._logs import NodeLogger, log_line
+
 SERVICES_KEY = "__trellis__"
 """Key of the :class:`RunServices` object inside ``config["configurable"]``."""
 
@@ -45,6 +47,11 @@ class RunServices(Protocol):
         (epoch seconds), so a resumed run continues the count instead of restarting it."""
         ...
 
+    def record_log(self, line: dict[str, Any]) -> None:
+        """Keep one log line a node emitted (``{ts, level, message, node, attempt, logger,
+        data}``) to be stored with the run. May be called from a worker thread."""
+        ...
+
 
 @dataclass(slots=True)
 class StandaloneServices:
@@ -55,12 +62,17 @@ class StandaloneServices:
     key_prefix: str = ""
     attempts: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    """The log lines nodes emitted (kept in memory: nothing stores them)."""
 
     def semaphore(self, key: str, limit: int) -> asyncio.Semaphore:
         return self.semaphores.setdefault(key, asyncio.Semaphore(limit))
 
     def prior_attempt(self, node_key: str) -> tuple[int, float | None]:
         return self.attempts.get(node_key, (0, None))
+
+    def record_log(self, line: dict[str, Any]) -> None:
+        self.logs.append(line)
 
 
 @dataclass(slots=True)
@@ -80,6 +92,9 @@ class ChildServices:
 
     def semaphore(self, key: str, limit: int) -> asyncio.Semaphore:
         return self.parent.semaphore(self.key_prefix + key, limit)
+
+    def record_log(self, line: dict[str, Any]) -> None:
+        self.parent.record_log(line)
 
 
 def services_of(config: RunnableConfig) -> RunServices:
@@ -111,6 +126,9 @@ class NodeContext:
     """The raw LangGraph state, private channels included."""
     services: RunServices
     config: RunnableConfig
+    usage: dict[str, Any] | None = None
+    """Token usage of the model calls this attempt made (``llm`` nodes set it with
+    :meth:`record_usage`); the node wrapper reports it with the attempt's outcome event."""
     _on_heartbeat: Callable[[], None] | None = None
     _unsettled: list[Callable[[BaseException | None], Awaitable[None]]] = field(default_factory=list)
 
@@ -137,6 +155,29 @@ class NodeContext:
         pending, self._unsettled = self._unsettled, []
         for settle in pending:
             await settle(error)
+
+    def log(self, message: str, level: str = "info", **data: Any) -> None:
+        """Store a log line with the run (served at ``GET /v1/runs/{id}/logs``).
+
+        Example:
+            ``ctx.log("fetched the page", rows=3)``; ``ctx.log("slow answer", "warning")``.
+        """
+        log_line(level, message, **data)
+
+    @property
+    def logger(self) -> NodeLogger:
+        """A logger whose lines are stored with the run: ``ctx.logger.info("done", n=3)``."""
+        return NodeLogger()
+
+    def record_usage(self, model: str, usage: Mapping[str, Any]) -> None:
+        """Add a model call's token ``usage`` (OpenAI ``prompt_tokens``/``completion_tokens``)."""
+        total = self.usage or {"model": model, "prompt_tokens": 0, "completion_tokens": 0}
+        for kind in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(kind)
+            if isinstance(value, int):
+                total[kind] += value
+        total["model"] = model
+        self.usage = total
 
     def progress(self, message: str | None = None, **data: Any) -> None:
         """Emit a ``node.progress`` event (also a heartbeat)."""

@@ -25,6 +25,7 @@ from trellis.errors import TimeoutExceeded, as_workflow_error, error_name
 from trellis.expressions import evaluate_map
 from trellis.nodes._channels import ERROR_KEY, INDEX_KEY, ITEM_KEY, PRIVATE_PREFIX, RESULT_KEY
 from trellis.nodes._context import NodeContext, emit, services_of
+from trellis.nodes._logs import node_scope
 from trellis.nodes._retry import RetryPlan
 
 
@@ -142,8 +143,11 @@ class WrappedNode:
             if plan.announce_start or attempt > done + 1:
                 emit("node.started", key, attempt, type=plan.type)
             started = time.monotonic()
+            # Services from outside the runtime may not keep logs: their lines are dropped.
+            sink = getattr(services, "record_log", _drop_log)
             try:
-                outcome = await _attempt(plan, body, ctx)
+                with node_scope(services.run_id, key, attempt, sink):
+                    outcome = await _attempt(plan, body, ctx)
                 update = dict(outcome.update or {})
                 if plan.output:
                     update.update(evaluate_map(plan.output, {**bindings, "result": outcome.result}))
@@ -167,6 +171,7 @@ class WrappedNode:
                         next_attempt_at=time.time() + delay,
                         error=error.to_problem(),
                         duration_ms=duration_ms,
+                        **_usage(ctx),
                     )
                     await asyncio.sleep(delay)
                     attempt += 1
@@ -179,6 +184,7 @@ class WrappedNode:
                     error=error.to_problem(),
                     duration_ms=duration_ms,
                     caught_by=None if catch is None else catch.goto,
+                    **_usage(ctx),
                 )
                 if error is exc:
                     raise
@@ -190,9 +196,19 @@ class WrappedNode:
                     attempt,
                     duration_ms=(time.monotonic() - started) * 1000,
                     update={k: v for k, v in update.items() if not k.startswith(PRIVATE_PREFIX)},
+                    **_usage(ctx),
                 )
             goto = plan.next if outcome.goto is None else outcome.goto
             return Command(goto=goto, update=update)
+
+
+def _usage(ctx: NodeContext) -> dict[str, Any]:
+    """``{"usage": {model, prompt_tokens, completion_tokens}}`` when the attempt called a model."""
+    return {} if ctx.usage is None else {"usage": ctx.usage}
+
+
+def _drop_log(line: dict[str, Any]) -> None:
+    return None
 
 
 async def _attempt(plan: NodePlan, body: Body, ctx: NodeContext) -> Outcome:

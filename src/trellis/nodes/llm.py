@@ -60,6 +60,8 @@ def build(node_id: str, node: LlmNode, env: BuildEnv) -> Body:
             raise
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise LlmError(f"{what}: malformed chat completion ({type(exc).__name__}: {exc})") from exc
+        if isinstance(answer.get("usage"), dict):
+            ctx.record_usage(str(answer.get("model") or alias.model), answer["usage"])
         result: dict[str, Any] = {
             "text": text,
             "json": None,

@@ -11,6 +11,23 @@ metric                      type   labels  value
 
 ``key`` is a breaker key (``agent:<name>``, ``http:<host:port>``); ``agent`` an agent name.
 
+The queue, read from the store as well (the same answer from every process):
+
+=========================================  =====  ================  =================================
+metric                                     type   labels            value
+=========================================  =====  ================  =================================
+``trellis_queue_depth``                    gauge  status, workflow  runs queued, running, waiting,
+                                                                    paused
+``trellis_queue_oldest_age_seconds``       gauge                    age of the oldest queued run
+                                                                    (0 when none is queued)
+``trellis_workers_alive``                  gauge                    workers with a live heartbeat
+``trellis_leases_expired``                 gauge                    running runs whose lease expired
+                                                                    and no worker took over yet
+=========================================  =====  ================  =================================
+
+The counters and histograms of the process itself (runs, nodes, retries, lease takeovers, LLM
+tokens, open event streams) are listed in :class:`trellis.observability.Instruments`.
+
 Two kinds of source feed a scrape, and both live on a :class:`Metrics`:
 
 * **Samplers** read state shared by every process (breakers, agents, ...) from the store at
@@ -70,7 +87,35 @@ async def agent_metrics(store: Store) -> list[Metric]:
     return [healthy, enabled]
 
 
-SAMPLERS: Final[tuple[Sampler, ...]] = (breaker_metrics, agent_metrics)
+QUEUE_ALIVE_SECONDS: Final = 30.0
+"""A worker whose last heartbeat is older than this is not counted in ``trellis_workers_alive``."""
+
+
+async def queue_metrics(store: Store) -> list[Metric]:
+    """``trellis_queue_depth``, ``trellis_queue_oldest_age_seconds``, workers and expired leases."""
+    stats = await store.queue_stats(alive_seconds=QUEUE_ALIVE_SECONDS)
+    depth = GaugeMetricFamily(
+        "trellis_queue_depth",
+        "Runs by status (queued, running, waiting, paused).",
+        labels=["status", "workflow"],
+    )
+    for status, counts in stats["depth"].items():
+        for workflow, count in counts["by_workflow"].items():
+            depth.add_metric([status, workflow], count)
+    oldest = GaugeMetricFamily(
+        "trellis_queue_oldest_age_seconds", "Seconds the oldest queued run has waited (0: none queued)."
+    )
+    oldest.add_metric([], stats["oldest_queued_age_seconds"] or 0.0)
+    alive = GaugeMetricFamily("trellis_workers_alive", "Workers with a live heartbeat.")
+    alive.add_metric([], sum(1 for w in stats["workers"] if w["alive"]))
+    expired = GaugeMetricFamily(
+        "trellis_leases_expired", "Running runs whose lease expired and that no worker took over yet."
+    )
+    expired.add_metric([], sum(1 for lease in stats["leases"] if lease["expired"]))
+    return [depth, oldest, alive, expired]
+
+
+SAMPLERS: Final[tuple[Sampler, ...]] = (breaker_metrics, agent_metrics, queue_metrics)
 """The samplers a :class:`Metrics` uses by default."""
 
 
@@ -90,6 +135,7 @@ class Metrics:
     Args:
         store: what samplers read at scrape time.
         samplers: defaults to :data:`SAMPLERS`.
+        registry: this process's instruments (a new, empty registry by default).
 
     Example:
         ::
@@ -100,11 +146,19 @@ class Metrics:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, store: Store, *, samplers: Sequence[Sampler] = SAMPLERS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        samplers: Sequence[Sampler] = SAMPLERS,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.store = store
         self.samplers = tuple(samplers)
-        self.registry = CollectorRegistry()
-        """Where this process's own instruments (counters, histograms) are registered."""
+        self.registry = registry if registry is not None else CollectorRegistry()
+        """Where this process's own instruments (counters, histograms) are registered: the
+        engine's :attr:`Instruments.registry <trellis.observability.Instruments.registry>`
+        when served by ``trellis serve``."""
 
     async def collect(self) -> list[Metric]:
         """Every metric family, the samplers' first (read from the store now)."""

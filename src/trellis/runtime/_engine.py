@@ -28,8 +28,10 @@ from trellis.config import Settings
 from trellis.dsl import Workflow, content_hash, load_document, validate
 from trellis.errors import Conflict, DefinitionError, NotFound, ValidationError
 from trellis.nodes._env import BuildEnv
+from trellis.nodes._logs import install_capture
 from trellis.nodes._wrapper import public_state
 from trellis.nodes.approval import validate_decision_data
+from trellis.observability import Instruments
 from trellis.registry import Registry, registry
 from trellis.resilience import BreakerBoard, BreakerPolicy, breaker_key
 from trellis.runtime._bus import EventBus
@@ -96,6 +98,9 @@ class Engine:
         self.saver = FencedSaver(checkpointer, store)
         self.compiler = Compiler(self.env, self.saver)
         self.executor = Executor(self, lease_seconds=lease_seconds or settings.lease_seconds)
+        self.instruments = Instruments()
+        """This process's Prometheus counters and histograms (served at ``/metrics``)."""
+        install_capture()  # node log lines (Python logging inside a node) are stored with the run
         self._listening = asyncio.Event()
 
     @classmethod
@@ -369,8 +374,13 @@ class Engine:
         options: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        callback: Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Create a queued run of ``workflow`` (``name`` or ``name@version``) after checking its input."""
+        """Create a queued run of ``workflow`` (``name`` or ``name@version``) after checking its input.
+
+        ``callback`` (``{url, secret?, events?}``): where the run's final document (and, with
+        ``events``, each event) is delivered; stored with the run, atomically.
+        """
         record = await self.resolve(workflow)
         run_input = {} if run_input is None else run_input
         if record.definition is not None and record.definition.get("input"):
@@ -384,6 +394,7 @@ class Engine:
             options=dict(options) if options else None,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            callback=callback,
         )
         await self._queued(run.id)
         return run
@@ -449,7 +460,8 @@ class Engine:
         )
         if cancelled is None:  # a worker claimed it meanwhile: cancel it where it runs
             return await self.cancel(run_id, actor=actor)
-        await self.store.record(run_id, events=[NewEvent("run.cancelled", data={"by": actor})])
+        records = await self.store.record(run_id, events=[NewEvent("run.cancelled", data={"by": actor})])
+        self.instruments.observer(run.workflow, run.started_at)(records)
         return cancelled
 
     async def pause(self, run_id: str, *, actor: str | None = None) -> RunRecord:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
@@ -33,6 +34,7 @@ from trellis.nodes.approval import wake_time
 from trellis.runtime._recorder import Recorder
 from trellis.runtime._tracker import RunTracker
 from trellis.store import NewEvent, RunRecord
+from trellis.store._queue import LEASE_EXPIRED
 from trellis.types import RunStatus
 
 if TYPE_CHECKING:
@@ -144,6 +146,7 @@ class Executor:
                 f"{run.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC)"
             )
         parked = run.parked or {}
+        taken_over = run.status == RunStatus.RUNNING  # its holder's lease is dead (checked above)
         timer_due = run.wake_at is not None and run.wake_at <= now()
         if run.status == RunStatus.WAITING and not parked.get("resume") and not timer_due:
             raise Conflict(f"run {run_id} is waiting: {describe_parked(parked, run.wake_at)}")
@@ -155,6 +158,7 @@ class Executor:
             expected_token=run.lease_token,
             expected_status=run.status.value,
             lease_seconds=self.lease_seconds,
+            fields={"parked": dict(LEASE_EXPIRED)} if taken_over else None,
         )
         if claimed is None:
             raise Conflict(f"run {run_id} changed while it was being claimed (another worker took it)")
@@ -192,6 +196,7 @@ class Executor:
         recorder = Recorder(engine.store, engine.bus, run.id, lease_token=run.lease_token)
         recorder.fence_needed = lambda: not execution.surely_held()
         recorder.on_failure = lambda exc: execution.lose_lease() if isinstance(exc, Conflict) else None
+        recorder.observe = engine.instruments.observer(run.workflow, run.started_at)
         if run.started_at is None and compiled.definition is not None and compiled.definition.preflight:
             refused = await self._preflight(run, compiled.definition.preflight, recorder)
             if refused is not None:
@@ -295,6 +300,8 @@ class Executor:
         run: RunRecord,
     ) -> None:
         step: Literal["*"] | None = "*" if (run.options or {}).get("step") else None
+        # This task's own context: the process's JSON logs name the run (nodes add node, attempt).
+        structlog.contextvars.bind_contextvars(run_id=run.id, workflow=run.workflow)
         async for namespace, mode, chunk in compiled.graph.astream(
             graph_input,
             config,

@@ -7,16 +7,24 @@ backoff, the run's own status changes) call :meth:`flush` and wait for it.
 
 Every write carries the execution's lease token; a write refused because another worker took
 the run over is reported through :attr:`Recorder.on_failure`, and nothing more is written.
+
+Log lines the run's nodes emit (:meth:`add_log`, possibly from a tool's worker thread) ride
+along: they are written after each batch, unfenced, and a failure to store them is logged,
+never fatal. Persisted events are handed to :attr:`Recorder.observe` (metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from trellis.runtime._bus import EventBus
 from trellis.store import EventRecord, NewEvent, NodeStateUpdate, Store
+
+log = logging.getLogger(__name__)
 
 
 class Recorder:
@@ -30,6 +38,11 @@ class Recorder:
         self.on_failure: Callable[[BaseException], None] | None = None
         self.fence_needed: Callable[[], bool] = lambda: True
         """Whether writes must carry the lease token (False while the lease is surely held)."""
+        self.observe: Callable[[Iterable[EventRecord]], None] | None = None
+        """Sees every batch of events once it is persisted (the metrics' :class:`RunObserver`)."""
+        self._logs: list[dict[str, Any]] = []
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._events: list[NewEvent] = []
         self._nodes: dict[str, NodeStateUpdate] = {}
         self._run: dict[str, Any] = {}
@@ -57,6 +70,14 @@ class Recorder:
             self._run.update(run)
         self._wake.set()
 
+    def add_log(self, line: dict[str, Any]) -> None:
+        """Queue a node's log line; safe to call from another thread (a tool in ``to_thread``)."""
+        if threading.get_ident() == self._loop_thread:
+            self._logs.append(line)
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self.add_log, line)
+
     async def flush(self) -> list[EventRecord]:
         """Write everything queued so far and wait until it is durable."""
         if self._error is not None:
@@ -64,14 +85,26 @@ class Recorder:
         async with self._lock:
             events, nodes, run = self._events, list(self._nodes.values()), self._run
             self._events, self._nodes, self._run = [], {}, {}
-            if not (events or nodes or run):
-                return []
-            token = self.lease_token if self.fence_needed() else None
-            records = await self.store.record(
-                self.run_id, events=events, node_states=nodes, run=run or None, lease_token=token
-            )
-        self.bus.publish(records)
+            logs, self._logs = self._logs, []
+            records: list[EventRecord] = []
+            if events or nodes or run:
+                token = self.lease_token if self.fence_needed() else None
+                records = await self.store.record(
+                    self.run_id, events=events, node_states=nodes, run=run or None, lease_token=token
+                )
+            if logs:
+                await self._write_logs(logs)
+        if records:
+            self.bus.publish(records)
+            if self.observe is not None:
+                self.observe(records)
         return records
+
+    async def _write_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            await self.store.append_logs(self.run_id, logs)
+        except Exception:  # lines are diagnostics: losing them must not stop the run
+            log.exception("run %s: could not store %d node log line(s)", self.run_id, len(logs))
 
     async def close(self) -> None:
         """Let the writer finish what it is writing, then write the rest."""
@@ -80,7 +113,7 @@ class Recorder:
 
     async def abandon(self) -> None:
         """Stop writing and drop what is queued (the execution ended without an outcome)."""
-        self._events, self._nodes, self._run = [], {}, {}
+        self._events, self._nodes, self._run, self._logs = [], {}, {}, []
         await self._stop_writer()
 
     async def _stop_writer(self) -> None:

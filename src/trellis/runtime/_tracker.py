@@ -50,6 +50,8 @@ class RunTracker:
         self.interrupted = False
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._task_names: dict[str, str] = {}
+        self._task_started: dict[str, datetime] = {}
+        """When each running node of a Python workflow started (its duration is not reported)."""
 
     # -- RunServices ------------------------------------------------------------------------------
 
@@ -63,6 +65,9 @@ class RunTracker:
 
     def semaphore(self, key: str, limit: int) -> asyncio.Semaphore:
         return self._semaphores.setdefault(key, asyncio.Semaphore(limit))
+
+    def record_log(self, line: dict[str, Any]) -> None:
+        self.recorder.add_log(line)
 
     # -- stream -----------------------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class RunTracker:
                 return  # re-run after a crash or an interrupt: the same attempt, already announced
             attempt = self.states.get(node, (None, 0))[1] + 1
             self._set(node, NodeStatus.RUNNING, attempt)
+            self._task_started[node] = now
             self.recorder.add(
                 NewEvent("node.started", node=node, attempt=attempt, ts=now),
                 NodeStateUpdate(node=node, status=NodeStatus.RUNNING, attempt=attempt, started_at=now),
@@ -173,13 +179,27 @@ class RunTracker:
         if chunk.get("interrupts"):
             return
         attempt = self.states.get(node, (None, 1))[1]
+        started = self._task_started.pop(node, None)
+        duration_ms = None if started is None else (now - started).total_seconds() * 1000
         error = chunk.get("error")
         if error is not None:
             problem = as_workflow_error(error, node=node).to_problem()
             self._set(node, NodeStatus.FAILED, attempt)
             self.recorder.add(
-                NewEvent("node.failed", node=node, attempt=attempt, data={"error": problem}, ts=now),
-                NodeStateUpdate(node=node, status=NodeStatus.FAILED, finished_at=now, error=problem),
+                NewEvent(
+                    "node.failed",
+                    node=node,
+                    attempt=attempt,
+                    data={"error": problem, "duration_ms": duration_ms},
+                    ts=now,
+                ),
+                NodeStateUpdate(
+                    node=node,
+                    status=NodeStatus.FAILED,
+                    finished_at=now,
+                    error=problem,
+                    duration_ms=duration_ms,
+                ),
             )
             return
         result = chunk.get("result")
@@ -189,13 +209,17 @@ class RunTracker:
                 "node.succeeded",
                 node=node,
                 attempt=attempt,
-                data={"output_keys": sorted(result) if isinstance(result, dict) else []},
+                data={
+                    "output_keys": sorted(result) if isinstance(result, dict) else [],
+                    "duration_ms": duration_ms,
+                },
                 ts=now,
             ),
             NodeStateUpdate(
                 node=node,
                 status=NodeStatus.SUCCEEDED,
                 finished_at=now,
+                duration_ms=duration_ms,
                 data={"output": result} if isinstance(result, dict) else None,
             ),
         )

@@ -19,8 +19,10 @@ Example:
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DEFAULT_DATABASE_URL, DialectName, mask_url, normalize_url
 from trellis.store._migrate import alembic_config
+from trellis.store._observability import LogRecord
 from trellis.store._resilience import AgentRecord, AgentSample, BreakerRecord, SystemEvent
 from trellis.store._store import Store, open_store
+from trellis.store._triggers import CallbackRecord, DeliveryRecord, TriggerRecord
 from trellis.store.checkpointer import checkpoint_path, open_checkpointer
 from trellis.store.records import (
     UNSET,
@@ -42,15 +44,19 @@ __all__ = [
     "ApiKeyRecord",
     "AuditRecord",
     "BreakerRecord",
+    "CallbackRecord",
     "CommandRecord",
+    "DeliveryRecord",
     "DialectName",
     "EventRecord",
+    "LogRecord",
     "NewEvent",
     "NodeStateRecord",
     "NodeStateUpdate",
     "RunRecord",
     "Store",
     "SystemEvent",
+    "TriggerRecord",
     "WorkflowKind",
     "WorkflowRecord",
     "alembic_config",

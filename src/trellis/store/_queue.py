@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import RowMapping, delete, func, select, text, update
 from sqlalchemy.engine import Connection
@@ -41,6 +41,10 @@ class _Candidate:
     version: int
     priority: int
     created_at: datetime
+
+
+LEASE_EXPIRED: Final = {"kind": "lease_expired"}
+"""``parked`` of a running run claimed because its lease expired (cleared when it starts)."""
 
 
 def claim(
@@ -73,7 +77,12 @@ def claim(
         cap = limits.get((candidate.workflow, candidate.version))
         if cap is not None and running.get(candidate.workflow, 0) >= cap:
             continue
-        record = _take(conn, candidate.id, candidate.status, candidate.lease_token, owner, expires, now)
+        # A running candidate's worker let its lease expire: say so to the run's next execution
+        # (it reports ``run.resumed`` from ``lease_expired``, which metrics count).
+        taken_over = {"parked": LEASE_EXPIRED} if candidate.status == RunStatus.RUNNING.value else None
+        record = _take(
+            conn, candidate.id, candidate.status, candidate.lease_token, owner, expires, now, taken_over
+        )
         if record is not None:
             claimed.append(record)
             running[candidate.workflow] = running.get(candidate.workflow, 0) + 1

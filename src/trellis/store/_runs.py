@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
 from trellis.store.records import RunRecord, iso
-from trellis.store.schema import events, runs
+from trellis.store.schema import callbacks, events, runs
 from trellis.types import RunStatus
 
 UPDATABLE_FIELDS: Final = frozenset(
@@ -110,8 +110,14 @@ def run_from_row(row: RowMapping) -> RunRecord:
     )
 
 
-def create(conn: Connection, values: Mapping[str, Any], first_event: Mapping[str, Any]) -> RunRecord:
-    """Insert a run row from column ``values`` with its first event row; the run as stored.
+def create(
+    conn: Connection,
+    values: Mapping[str, Any],
+    first_event: Mapping[str, Any],
+    callback: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """Insert a run row from column ``values`` with its first event row (and its ``callbacks``
+    row, when given); the run as stored.
 
     ``values["last_seq"]`` must be the ``seq`` of ``first_event``.
 
@@ -120,6 +126,8 @@ def create(conn: Connection, values: Mapping[str, Any], first_event: Mapping[str
     """
     row = conn.execute(runs.insert().values(dict(values)).returning(*runs.c)).mappings().one()
     conn.execute(events.insert(), dict(first_event))
+    if callback is not None:
+        conn.execute(callbacks.insert(), dict(callback))
     return run_from_row(row)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -18,11 +18,24 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from trellis.errors import Conflict, NotFound
-from trellis.store import _access, _commands, _journal, _migrate, _queue, _resilience, _runs, _workflows
+from trellis.store import (
+    _access,
+    _commands,
+    _journal,
+    _migrate,
+    _observability,
+    _queue,
+    _resilience,
+    _runs,
+    _triggers,
+    _workflows,
+)
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DialectName, T, dialect_for, mask_url, normalize_url
+from trellis.store._observability import LogRecord
 from trellis.store._resilience import AgentRecord, AgentSample, BreakerChange, BreakerRecord, SystemEvent
 from trellis.store._runs import run_values
+from trellis.store._triggers import CallbackRecord, DeliveryRecord, TriggerRecord
 from trellis.store.records import (
     CommandRecord,
     EventRecord,
@@ -162,8 +175,12 @@ class Store:
         options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        callback: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Create a queued run of a registered workflow version and log ``run.queued`` (seq 1).
+
+        ``callback`` (``{url, secret?, events?}``) is stored in the same transaction, so a run that
+        exists always has the callback it was created with (see :mod:`trellis.triggers`).
 
         Raises:
             NotFound: ``workflow`` version ``version`` is not registered.
@@ -195,8 +212,21 @@ class Store:
             "attempt": None,
             "data": {"workflow": workflow, "version": version, "priority": priority},
         }
+        delivery = None
+        if callback is not None:
+            delivery = {
+                "run_id": run_id,
+                "url": callback["url"],
+                "secret": callback.get("secret"),
+                "events": bool(callback.get("events", False)),
+                "delivered_seq": 0,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "created_at": now,
+                "updated_at": now,
+            }
         try:
-            return await self._runner.write(_runs.create, values, queued)
+            return await self._runner.write(_runs.create, values, queued, delivery)
         except IntegrityError as exc:
             await self._explain_create_failure(exc, workflow, version, idempotency_key)
             raise
@@ -519,6 +549,48 @@ class Store:
             _resilience.list_events, after=after, limit=limit, type_prefix=type_prefix, subject=subject
         )
 
+    # -- observability (run logs, analytics rows, retention; see trellis.store._observability) ------
+
+    async def append_logs(self, run_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
+        """Store log lines of a run (``ts, level, message`` and ``node, attempt, logger, data``)."""
+        if not lines:
+            return 0
+        return await self._runner.write(_observability.insert_logs, run_id, lines)
+
+    async def list_logs(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        limit: int = 500,
+        node: str | None = None,
+        level: str | None = None,
+    ) -> list[LogRecord]:
+        """Log lines of the run with ``id > after``, oldest first; ``level`` is the lowest listed."""
+        return await self._runner.read(
+            _observability.list_logs, run_id, after=after, limit=limit, node=node, level=level
+        )
+
+    async def analytics_rows(self, *, workflow: str | None, since: datetime) -> dict[str, list[Any]]:
+        """Runs, node states and token usage of runs created since ``since`` (for run analytics)."""
+        return await self._runner.read(_observability.analytics_rows, workflow=workflow, since=since)
+
+    async def prunable_runs(self, *, before: datetime, limit: int = 500) -> list[str]:
+        """Finished runs (oldest first) that finished before ``before`` and were not pruned yet."""
+        return await self._runner.read(_observability.prunable_runs, before=before, limit=limit)
+
+    async def prunable_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Rows :meth:`prune_run_rows` would delete for ``run_ids``, per kind."""
+        return await self._runner.read(_observability.prunable_counts, run_ids)
+
+    async def prune_run_rows(self, run_id: str) -> dict[str, int]:
+        """Delete a finished run's events but its last, node states, log lines and commands.
+
+        The run row stays. Delete the run's LangGraph checkpoints *first*: a run that still has
+        events is found again by :meth:`prunable_runs`, so an interrupted prune is redone.
+        """
+        return await self._runner.write(_observability.prune_rows, run_id)
+
     # -- queue (claims under leases with fencing tokens; see trellis.store._queue) ------------------
 
     async def claim_runs(self, *, owner: str, limit: int, lease_seconds: float) -> list[RunRecord]:
@@ -604,6 +676,146 @@ class Store:
     async def queue_stats(self, *, alive_seconds: float) -> dict[str, Any]:
         """Depth by status and workflow, oldest queued age, workers (alive or not), leases."""
         return await self._runner.read(_queue.stats, now=_now(), alive_seconds=alive_seconds)
+
+    # -- triggers, callbacks, publishers (see trellis.store._triggers and trellis.triggers) ------
+
+    async def create_trigger(
+        self,
+        *,
+        name: str,
+        kind: str,
+        workflow: str,
+        spec: Mapping[str, Any],
+        origin: str,
+        enabled: bool = True,
+        next_fire_at: datetime | None = None,
+    ) -> TriggerRecord:
+        """Store a new trigger.
+
+        Raises:
+            Conflict: a trigger with this name exists.
+        """
+        now = _now()
+        values = {
+            "name": name,
+            "kind": kind,
+            "workflow": workflow,
+            "spec": dict(spec),
+            "origin": origin,
+            "enabled": enabled,
+            "next_fire_at": next_fire_at,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            return await self._runner.write(_triggers.insert_trigger, values)
+        except IntegrityError as exc:
+            raise Conflict(f"a trigger named {name!r} exists", details={"trigger": name}) from exc
+
+    async def get_trigger(self, name: str) -> TriggerRecord | None:
+        return await self._runner.read(_triggers.get_trigger, name)
+
+    async def list_triggers(
+        self, *, kind: str | None = None, origin: str | None = None
+    ) -> list[TriggerRecord]:
+        """Triggers by name, optionally only of one ``kind`` and/or ``origin``."""
+        return await self._runner.read(_triggers.list_triggers, kind, origin)
+
+    async def update_trigger(self, name: str, **fields: Any) -> TriggerRecord:
+        """Change trigger columns (``spec``, ``enabled``, ``next_fire_at``, ``last_error``, ...).
+
+        Raises:
+            NotFound: no trigger has this name.
+        """
+        record = await self._runner.write(_triggers.update_trigger, name, {**fields, "updated_at": _now()})
+        if record is None:
+            raise NotFound(f"no trigger named {name!r}", details={"trigger": name})
+        return record
+
+    async def delete_trigger(self, name: str) -> bool:
+        return await self._runner.write(_triggers.delete_trigger, name)
+
+    async def due_schedules(self, *, now: datetime, limit: int = 100) -> list[TriggerRecord]:
+        """Enabled schedules whose next tick is at or before ``now``."""
+        return await self._runner.read(_triggers.due_schedules, now, limit)
+
+    async def advance_schedule(self, name: str, *, expected: datetime, **fields: Any) -> bool:
+        """Set a schedule's fields if its ``next_fire_at`` still equals ``expected`` (compare-and-set)."""
+        return await self._runner.write(
+            _triggers.advance_schedule, name, expected, {**fields, "updated_at": _now()}
+        )
+
+    async def take_lease(self, name: str, *, owner: str, seconds: float) -> bool:
+        """Hold the cluster-wide lease ``name`` for ``seconds`` more: True when ``owner`` holds it."""
+        now = _now()
+        try:
+            return await self._runner.write(
+                _triggers.take_lease, self._dialect, name, owner, now, now + timedelta(seconds=seconds)
+            )
+        except IntegrityError:  # pragma: no cover - the insert is ON CONFLICT DO NOTHING
+            return False
+
+    async def release_lease(self, name: str, *, owner: str) -> None:
+        await self._runner.write(_triggers.release_lease, name, owner)
+
+    async def get_callback(self, run_id: str) -> CallbackRecord | None:
+        return await self._runner.read(_triggers.get_callback, run_id)
+
+    async def due_callbacks(self, *, limit: int = 50) -> list[CallbackRecord]:
+        """Callbacks with undelivered events whose next attempt is due."""
+        return await self._runner.read(_triggers.due_callbacks, _now(), limit)
+
+    async def progress_callback(
+        self, run_id: str, *, delivered_seq: int, attempts: int, next_attempt_at: datetime | None
+    ) -> None:
+        await self._runner.write(
+            _triggers.progress_callback,
+            run_id,
+            delivered_seq=delivered_seq,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+            now=_now(),
+        )
+
+    async def record_delivery(
+        self,
+        run_id: str,
+        *,
+        seq: int,
+        kind: str,
+        url: str,
+        attempt: int,
+        ok: bool,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float | None,
+    ) -> None:
+        """Append one delivery attempt to the run's record."""
+        values = {
+            "run_id": run_id,
+            "seq": seq,
+            "kind": kind,
+            "url": url[:2000],
+            "attempt": attempt,
+            "ok": ok,
+            "status_code": status_code,
+            "error": None if error is None else error[:2000],
+            "duration_ms": duration_ms,
+            "ts": _now(),
+        }
+        await self._runner.write(_triggers.insert_delivery, values)
+
+    async def list_deliveries(self, run_id: str, *, after: int = 0, limit: int = 100) -> list[DeliveryRecord]:
+        """Delivery attempts of the run with ``id > after``, oldest first."""
+        return await self._runner.read(_triggers.list_deliveries, run_id, after, limit)
+
+    async def publish_backlog(self, publisher: str, *, limit: int = 100) -> list[tuple[str, int]]:
+        """``(run_id, seq published so far)`` of runs with events ``publisher`` has not published."""
+        return await self._runner.read(_triggers.publish_backlog, publisher, limit)
+
+    async def set_publish_cursor(self, publisher: str, run_id: str, seq: int) -> None:
+        """Record that ``publisher`` published the run's events up to ``seq``."""
+        await self._runner.write(_triggers.set_cursor, self._dialect, publisher, run_id, seq, _now())
 
     def notifications(self, *channels: str) -> AsyncIterator[tuple[str, str]]:
         """PostgreSQL notifications on ``channels`` as ``(channel, payload)``, forever.

@@ -185,12 +185,17 @@ __all__ = [
     "agent_samples",
     "agents",
     "breakers",
+    "callbacks",
     "commands",
+    "deliveries",
     "events",
     "metadata",
     "node_states",
+    "publish_cursors",
     "runs",
     "system_events",
+    "trigger_leases",
+    "triggers",
     "workflows",
 ]
 
@@ -311,3 +316,105 @@ system_events = Table(
 )
 """Events that belong to no single run: ``breaker.*`` (subject: breaker key) and ``agent.*``
 (subject: agent name)."""
+
+# -- observability (revision 0005; statements in trellis.store._observability) -------------------
+
+run_logs = Table(
+    "run_logs",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("node", String(200), nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("logger", String(200), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("data", JSONDocument, nullable=True),
+    Index("ix_run_logs_run_id_id", "run_id", "id"),
+)
+"""Log lines a run's nodes emitted (``ctx.log``, Python ``logging`` inside a node), oldest first."""
+
+Index("ix_runs_finished_at", runs.c.finished_at)
+"""Retention (``trellis gc``) looks for runs that finished before a horizon."""
+
+# -- triggers (schedules, webhooks in, bus consumers), callbacks and publishers; migration 0006 --
+
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("workflow", String(220), nullable=False),
+    Column("spec", JSONDocument, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("last_fire_at", UTCDateTime, nullable=True),
+    Column("last_run_id", String(36), nullable=True),
+    Column("last_error", JSONDocument, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_triggers_kind_next_fire_at", "kind", "next_fire_at"),
+)
+"""What starts runs besides ``POST /v1/runs``: ``schedule``, ``webhook``, ``nats``, ``redis``.
+
+``origin`` says who owns the row (``api``, ``config``: ``trellis.toml``, ``workflow``: a
+definition's ``schedules``). ``next_fire_at`` is a schedule's next due tick; the scheduler
+advances it by compare-and-set after the tick's run exists."""
+
+trigger_leases = Table(
+    "trigger_leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+"""Which process does a cluster-wide single job (``dispatcher``, ``publisher:<name>``) until when."""
+
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(500), nullable=True),
+    Column("events", Boolean, nullable=False, server_default=false()),
+    Column("delivered_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+"""A run's callback URL and how far its deliveries got: every event up to ``delivered_seq`` is
+handled (delivered, or given up on after the last attempt); ``attempts`` counts failures of the
+next one, retried at ``next_attempt_at``."""
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Column("ts", UTCDateTime, nullable=False),
+    Index("ix_deliveries_run_id_id", "run_id", "id"),
+)
+"""Every attempt to POST a run's document (``kind = run``) or one of its events (``event``) to
+its callback URL, successful or not."""
+
+publish_cursors = Table(
+    "publish_cursors",
+    metadata,
+    Column("publisher", String(200), nullable=False),
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("publisher", "run_id"),
+)
+"""How far each event publisher got in each run's event log (``seq`` published, inclusive)."""

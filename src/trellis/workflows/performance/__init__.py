@@ -13,8 +13,10 @@ The pieces, in the order a rollout uses them:
 * :mod:`.testing`: builders of crafted windows for testing new rules and checks.
 
 Nothing here knows about workflows, the store or the API; the ``performance-agent`` workflow
-wires these functions in as tools.
+(:data:`WORKFLOW_FILE`) wires these functions in as tools (:mod:`.tools`, registered on import).
 """
+
+from pathlib import Path
 
 from trellis.workflows.performance.analysis import DEFAULT_RULES, Analysis, Finding, Rule, Slo, analyze
 from trellis.workflows.performance.collectors import (
@@ -45,8 +47,12 @@ from trellis.workflows.performance.rollout import (
     judge,
 )
 
+WORKFLOW_FILE = Path(__file__).with_name("performance_agent.yaml")
+"""The bundled ``performance-agent`` definition (DSL YAML); its tools are in :mod:`.tools`."""
+
 __all__ = [
     "DEFAULT_RULES",
+    "WORKFLOW_FILE",
     "Action",
     "Analysis",
     "AnalysisError",

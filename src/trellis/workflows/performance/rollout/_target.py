@@ -24,7 +24,9 @@ Admin endpoint contract (``admin_url`` = instance base URL + ``/admin``), JSON b
     ``{"weights": {instance_id: share}}``.
 
 Any non-2xx answer or transport error raises
-:class:`~trellis.workflows.performance.errors.RolloutTargetError`.
+:class:`~trellis.workflows.performance.errors.RolloutTargetError`. When the performance-agent
+workflow drives a target, its requests carry ``X-Trellis-Run``, ``X-Trellis-Node`` and
+``X-Trellis-Stage`` headers, so an admin endpoint can log which run and rollout stage changed it.
 """
 
 from __future__ import annotations

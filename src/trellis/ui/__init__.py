@@ -1,0 +1,1 @@
+"""The web dashboard's files (HTML, JavaScript modules, CSS), served by :mod:`trellis.api`."""
