@@ -78,7 +78,6 @@ class NatsConsumer(_Consumer):
 
     async def run(self, stop: asyncio.Event) -> None:
         import nats
-        from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig
         from nats.js.errors import NotFoundError
 
@@ -98,8 +97,8 @@ class NatsConsumer(_Consumer):
             while not stop.is_set():
                 try:
                     messages = await subscription.fetch(batch=10, timeout=1.0)
-                except NatsTimeout:
-                    continue
+                except TimeoutError:  # no message within the second (nats-py raises its own
+                    continue  # TimeoutError, or asyncio's when the deadline ran out in between)
                 for message in messages:
                     sequence = message.metadata.sequence.stream
                     bindings = {
