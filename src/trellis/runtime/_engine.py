@@ -80,6 +80,7 @@ class Engine:
         self.settings = settings
         self.registry = registry
         self.bus = EventBus(fetch=lambda run_id, after: store.list_events(run_id, after=after, limit=500))
+        store.on_events = self.bus.publish
         self.owner = new_owner_id()
         self.wakeup = asyncio.Event()
         """Set when runs may have become claimable (queued here, or notified by another process)."""
@@ -160,8 +161,9 @@ class Engine:
                 if execution is not None:
                     execution.poke.set()
             elif channel == EVENTS_CHANNEL:
-                run_id, _, span = payload.partition(":")
-                first, _, last = span.partition(":")
+                run_id, first, last, origin = [*payload.split(":"), "", "", ""][:4]
+                if origin == self.store.origin:
+                    continue  # written here: already published when the write returned
                 if first.isdigit() and last.isdigit():
                     self.bus.announce(run_id, int(first), int(last))
 

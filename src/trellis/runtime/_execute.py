@@ -193,7 +193,7 @@ class Executor:
         execution = Execution(run.id, token=run.lease_token)
         if run.lease_expires_at is not None:
             execution.extend((run.lease_expires_at - now()).total_seconds())
-        recorder = Recorder(engine.store, engine.bus, run.id, lease_token=run.lease_token)
+        recorder = Recorder(engine.store, run.id, lease_token=run.lease_token)
         recorder.fence_needed = lambda: not execution.surely_held()
         recorder.on_failure = lambda exc: execution.lose_lease() if isinstance(exc, Conflict) else None
         recorder.observe = engine.instruments.observer(run.workflow, run.started_at)

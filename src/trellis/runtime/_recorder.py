@@ -1,8 +1,8 @@
 """Buffers a run's events and node-state changes and writes them in batches.
 
 The graph never waits for the store on its hot path: events queue here and a writer task
-writes whatever accumulated in one transaction (:meth:`Store.record`), then publishes the
-persisted records. Transitions that must be durable before the run goes on (a retry's
+writes whatever accumulated in one transaction (:meth:`Store.record`, which hands the
+persisted records to the engine's event bus). Transitions that must be durable before the run goes on (a retry's
 backoff, the run's own status changes) call :meth:`flush` and wait for it.
 
 Every write carries the execution's lease token; a write refused because another worker took
@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trellis.runtime._bus import EventBus
 from trellis.store import EventRecord, NewEvent, NodeStateUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,8 @@ log = logging.getLogger(__name__)
 class Recorder:
     """Batched, fenced writer of one run's events and node states."""
 
-    def __init__(self, store: Store, bus: EventBus, run_id: str, *, lease_token: int | None = None) -> None:
+    def __init__(self, store: Store, run_id: str, *, lease_token: int | None = None) -> None:
         self.store = store
-        self.bus = bus
         self.run_id = run_id
         self.lease_token = lease_token
         self.on_failure: Callable[[BaseException], None] | None = None
@@ -94,10 +92,9 @@ class Recorder:
                 )
             if logs:
                 await self._write_logs(logs)
-        if records:
-            self.bus.publish(records)
-            if self.observe is not None:
-                self.observe(records)
+        # (the store published the records to the engine's bus as the write returned)
+        if records and self.observe is not None:
+            self.observe(records)
         return records
 
     async def _write_logs(self, logs: list[dict[str, Any]]) -> None:

@@ -56,6 +56,9 @@ class JournalWriter:
     methods; see ``_sqlite.SqliteJournalWriter``.
     """
 
+    origin: str = ""
+    """The writing store's :attr:`~trellis.store.Store.origin` (carried by notifications)."""
+
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._upserts: dict[frozenset[str], Insert] = {}
@@ -120,15 +123,20 @@ class JournalWriter:
 
 
 EVENTS_CHANNEL: Final = "trellis_events"
-"""PostgreSQL notification channel carrying ``<run id>:<first seq>:<last seq>`` after events commit."""
+"""PostgreSQL notification channel carrying ``<run id>:<first seq>:<last seq>:<origin>`` after
+events commit."""
 
 
 class PostgresJournalWriter(JournalWriter):
     """Also notifies :data:`EVENTS_CHANNEL`, inside the transaction (delivered at commit), so
-    event streams served by other API processes learn of new events at once."""
+    event streams served by other API processes learn of new events at once.
+
+    The payload is ``<run id>:<first seq>:<last seq>:<origin>``, ``origin`` being the writing
+    store's :attr:`~trellis.store.Store.origin`, so the writing process can ignore its own.
+    """
 
     def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
-        conn.execute(NOTIFY, {"c": EVENTS_CHANNEL, "p": f"{run_id}:{first}:{last}"})
+        conn.execute(NOTIFY, {"c": EVENTS_CHANNEL, "p": f"{run_id}:{first}:{last}:{self.origin}"})
 
 
 NOTIFY: Final = text("SELECT pg_notify(:c, :p)")

@@ -9,7 +9,8 @@ concern (``_workflows``, ``_runs``, ``_journal``, ``_commands``) and the dialect
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -74,6 +75,12 @@ class Store:
         self._dialect = dialect_for(self._url)
         self._runner = self._dialect.create_runner(self._url)
         self._journal = self._dialect.journal_writer()
+        self.origin = secrets.token_hex(8)
+        """Identifies this store's writes in the notifications it sends (see :meth:`record`)."""
+        self._journal.origin = self.origin
+        self.on_events: Callable[[Sequence[EventRecord]], None] | None = None
+        """Called with the events every :meth:`record` of this store committed (the engine
+        publishes them to its live subscribers; other processes learn of them by notification)."""
 
     @property
     def url(self) -> str:
@@ -348,7 +355,7 @@ class Store:
             database: on SQLite it still commits on the writer thread; on PostgreSQL it is rolled
             back. Record what a cancellation means (``run.cancelled``) after catching it.
         """
-        return await self._runner.write(
+        inserted = await self._runner.write(
             _journal.record,
             self._journal,
             run_id,
@@ -358,6 +365,9 @@ class Store:
             lease_token=lease_token,
             now=_now(),
         )
+        if inserted and self.on_events is not None:
+            self.on_events(inserted)
+        return inserted
 
     async def list_events(
         self, run_id: str, *, after: int = 0, limit: int | None = None
