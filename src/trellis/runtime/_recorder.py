@@ -2,8 +2,8 @@
 
 The graph never waits for the store on its hot path: events queue here and a writer task
 writes whatever accumulated in one transaction (:meth:`Store.record`, which hands the
-persisted records to the engine's event bus). Transitions that must be durable before the run goes on (a retry's
-backoff, the run's own status changes) call :meth:`flush` and wait for it.
+persisted records to the engine's event bus). Transitions that must be durable before the run
+goes on (a retry's backoff, the run's own status changes) call :meth:`flush` and wait for it.
 
 Every write carries the execution's lease token; a write refused because another worker took
 the run over is reported through :attr:`Recorder.on_failure`, and nothing more is written.
