@@ -18,11 +18,13 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trellis.auth._roles import ANONYMOUS, Principal, Role
 from trellis.errors import WorkflowError
-from trellis.store import ApiKeyRecord, Store
+
+if TYPE_CHECKING:
+    from trellis.store import ApiKeyRecord, Store
 
 PREFIX: Final = "trl_"
 ID_LENGTH: Final = 12

@@ -14,26 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.table import Table
 
-from trellis.agents import agent_fields
 from trellis.cli._common import (
     EXIT_INVALID,
-    STATE,
     console,
     fail,
+    open_engine,
     parse_json_arg,
     print_json,
     run_async,
     whoami,
 )
 from trellis.errors import NotFound, ValidationError
-from trellis.resilience import breaker_document
-from trellis.runtime import Engine
+
+if TYPE_CHECKING:
+    pass
 
 agents_app = typer.Typer(help="The agent registry: HTTP services `agent` nodes call.", no_args_is_help=True)
 breakers_app = typer.Typer(
@@ -195,13 +195,15 @@ def register(
     )
 
     async def main() -> dict[str, Any]:
+        from trellis.agents import agent_fields
+
         agent, spec, enabled = agent_fields(document, name)
         if not agent:
             raise ValidationError("name the agent: `trellis agents register NAME` (or `name` in --file)")
         spec.update(fields)
         if "base_url" not in spec:
             raise ValidationError("--url is required (or base_url in --file)", details={"path": "/base_url"})
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             on = False if disabled else (True if enabled is None else enabled)
             return (await engine.register_agent(agent, spec, enabled=on)).to_dict()
 
@@ -254,11 +256,13 @@ def update(
     )
 
     async def main() -> dict[str, Any]:
+        from trellis.agents import agent_fields
+
         _, spec, enabled = agent_fields(document, name)
         spec.update(fields)
         if not spec and enabled is None:
             raise ValidationError("nothing to change: give options or --file (see --help)")
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             if spec or replace:
                 record, changed = await engine.update_agent(name, spec, replace=replace)
             else:
@@ -274,7 +278,7 @@ def update(
 def _enable(enabled: bool) -> Any:
     def command(name: AgentName, as_json: AsJson = False) -> None:
         async def main() -> dict[str, Any]:
-            async with Engine.open(STATE.settings()) as engine:
+            async with open_engine() as engine:
                 return (await engine.set_agent_enabled(name, enabled)).to_dict()
 
         _print_agent(run_async(main), as_json, "enabled" if enabled else "disabled")
@@ -294,7 +298,7 @@ def list_agents(as_json: AsJson = False) -> None:
     """List registered agents."""
 
     async def main() -> list[dict[str, Any]]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return [r.to_dict() for r in await engine.store.list_agents()]
 
     found = run_async(main)
@@ -315,7 +319,7 @@ def show_agent(name: AgentName, as_json: AsJson = False) -> None:
     """Show an agent's registration (secrets are references only)."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return (await engine.get_agent(name)).to_dict()
 
     doc = run_async(main)
@@ -330,7 +334,7 @@ def agent_health(name: AgentName, as_json: AsJson = False) -> None:
     """An agent's health: success rate and p50/p95 latency over its window, last probe, breaker."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return await engine.agent_health(name)
 
     report = run_async(main)
@@ -368,7 +372,9 @@ def list_breakers(as_json: AsJson = False) -> None:
     """List circuit breakers (a breaker exists once a call has used it)."""
 
     async def main() -> list[dict[str, Any]]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.resilience import breaker_document
+
             return [breaker_document(r) for r in await engine.store.list_breakers()]
 
     found = run_async(main)
@@ -391,10 +397,12 @@ def show_breaker(key: BreakerKey, as_json: AsJson = False) -> None:
     """Show one circuit breaker."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             record = await engine.store.get_breaker(key)
             if record is None:
                 raise NotFound(f"no circuit breaker {key!r} (see `trellis breakers list`)")
+            from trellis.resilience import breaker_document
+
             return breaker_document(record)
 
     doc = run_async(main)
@@ -413,7 +421,9 @@ def reset_breaker(
     """Close a circuit breaker by hand, forgetting its failures (records breaker.closed)."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.resilience import breaker_document
+
             return breaker_document(await engine.reset_breaker(key, actor=as_ or whoami()))
 
     doc = run_async(main)

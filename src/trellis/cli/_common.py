@@ -6,10 +6,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.console import Console
 from trellis.config import Settings
 from trellis.errors import DefinitionError, WorkflowError
 from trellis.types import RunStatus
+
+if TYPE_CHECKING:
+    from trellis.runtime import Engine
 
 T = TypeVar("T")
 
@@ -89,6 +93,14 @@ def parse_json_arg(value: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", EXIT_INVALID)
+
+
+def open_engine(**kwargs: Any) -> AbstractAsyncContextManager[Engine]:
+    """``Engine.open`` with the CLI's settings. The runtime (LangGraph, the store, their drivers)
+    is imported here, on first use, so commands that need no engine start fast."""
+    from trellis.runtime import Engine
+
+    return Engine.open(STATE.settings(), **kwargs)
 
 
 def whoami() -> str:

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from trellis.auth import Role, create_key
 from trellis.cli._common import EXIT_INVALID, STATE, console, err_console, fail, print_json, run_async
-from trellis.store import open_store
 
 keys_app = typer.Typer(help="API keys of the REST API (roles: viewer, operator, approver, admin).")
 
@@ -27,6 +26,8 @@ def create(
     """Create a key and print its secret, once: it is stored only as a salted hash."""
 
     async def main() -> dict[str, Any]:
+        from trellis.store import open_store
+
         store = await open_store(STATE.settings().database_url)
         try:
             new = await create_key(store, name=name, role=role)
@@ -56,6 +57,8 @@ def list_keys(
     """List keys (never their secrets)."""
 
     async def main() -> list[dict[str, Any]]:
+        from trellis.store import open_store
+
         store = await open_store(STATE.settings().database_url)
         try:
             return [k.to_dict() for k in await store.list_api_keys(include_revoked=include_revoked)]
@@ -83,6 +86,8 @@ def revoke(
     """Revoke a key; servers refuse it within their key cache time (5 s by default)."""
 
     async def main() -> list[dict[str, Any]]:
+        from trellis.store import open_store
+
         store = await open_store(STATE.settings().database_url)
         try:
             return [k.to_dict() for k in await store.revoke_api_key(key)]

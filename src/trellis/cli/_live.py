@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.live import Live
@@ -13,8 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from trellis.cli._common import console
-from trellis.runtime import Engine
-from trellis.store import EventRecord, RunRecord
+
+if TYPE_CHECKING:
+    from trellis.runtime import Engine
+    from trellis.store import EventRecord, RunRecord
 
 _STYLE = {
     "pending": "dim",

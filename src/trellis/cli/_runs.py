@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from trellis.cli._common import (
     EXIT_INVALID,
-    STATE,
     STATUS_EXIT,
     console,
     fail,
+    open_engine,
     parse_json_arg,
     print_json,
     run_async,
     whoami,
 )
 from trellis.cli._live import execute_with_view
-from trellis.runtime import Engine
-from trellis.store import RunRecord
 from trellis.types import RunStatus
+
+if TYPE_CHECKING:
+    from trellis.runtime import Engine
+    from trellis.store import RunRecord
 
 runs_app = typer.Typer(help="Inspect and steer runs.", no_args_is_help=True)
 
@@ -111,7 +113,7 @@ def run_command(
     text = _read_definition(workflow)
 
     async def main() -> RunRecord:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             ref = await _workflow_ref(engine, workflow, text)
             run = await engine.submit(
                 ref, run_input, priority=priority, options={"step": True} if step else None
@@ -144,7 +146,7 @@ def list_runs(
             fail(f"--status {s!r}: expected one of {', '.join(RunStatus)}", EXIT_INVALID)
 
     async def main() -> tuple[list[RunRecord], str | None]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return await engine.store.list_runs(status=status, workflow=workflow, limit=limit, cursor=cursor)
 
     runs, next_cursor = run_async(main)
@@ -164,7 +166,7 @@ def show_run(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fal
     """Show a run and its nodes."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             run = await engine.get_run(run_id)
             nodes = await engine.store.list_node_states(run_id)
             return {**run.to_dict(), "nodes": [n.to_dict() for n in nodes]}
@@ -207,7 +209,7 @@ def run_events(
         return
 
     async def main() -> list[Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             await engine.get_run(run_id)
             return await engine.store.list_events(run_id, after=after)
 
@@ -230,7 +232,7 @@ def run_history(
     """List the run's state versions (checkpoints), newest first."""
 
     async def main() -> list[dict[str, Any]]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return await engine.history(run_id, limit=limit)
 
     versions = run_async(main)
@@ -249,7 +251,7 @@ def _steer(run_id: str, as_json: bool, action: str, *, follow: bool = False, **k
     """Apply ``engine.<action>`` to a run; with ``follow``, then execute it here with live progress."""
 
     async def main() -> RunRecord:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             run: RunRecord = await getattr(engine, action)(run_id, **kwargs)
             if follow:
                 run = await _drive(engine, run, show=not as_json, auto_approve=False)
@@ -310,7 +312,7 @@ def diff_run(
     """Show what changed in a state version (always JSON)."""
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
             return await engine.diff(run_id, checkpoint, against=against)
 
     print_json(run_async(main))

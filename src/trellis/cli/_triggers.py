@@ -4,22 +4,17 @@ and ``trellis node exec WORKFLOW NODE --state JSON``."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from trellis.cli._common import EXIT_FAILED, STATE, console, parse_json_arg, print_json, run_async
+from trellis.cli._common import EXIT_FAILED, console, open_engine, parse_json_arg, print_json, run_async
 from trellis.config import Settings
-from trellis.runtime import Engine
-from trellis.triggers import (
-    TriggerService,
-    TriggerSettings,
-    create_trigger,
-    delete_trigger,
-    execute_node,
-    set_enabled,
-)
+
+if TYPE_CHECKING:
+    from trellis.runtime import Engine
+    from trellis.triggers import TriggerService
 
 schedules_app = typer.Typer(help="Cron schedules that start runs.", no_args_is_help=True)
 triggers_app = typer.Typer(
@@ -55,13 +50,15 @@ def _table(rows: list[dict[str, Any]], schedules: bool) -> None:
 
 
 async def _list(kind: str | None) -> list[dict[str, Any]]:
-    async with Engine.open(STATE.settings()) as engine:
+    async with open_engine() as engine:
         return [t.to_dict() for t in await engine.store.list_triggers(kind=kind)]
 
 
 def _change(name: str, enabled: bool, kind: str | None, as_json: bool) -> None:
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.triggers import set_enabled
+
             return (await set_enabled(engine, name, enabled, kind=kind)).to_dict()
 
     record = run_async(main)
@@ -121,7 +118,9 @@ def triggers_create(
     fields = parse_json_arg(spec, "--spec")
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.triggers import create_trigger
+
             record = await create_trigger(engine, name, kind, workflow, fields, enabled=not disabled)
             return record.to_dict()
 
@@ -137,7 +136,9 @@ def triggers_delete(name: str) -> None:
     """Delete a trigger registered over REST or the CLI."""
 
     async def main() -> None:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.triggers import delete_trigger
+
             await delete_trigger(engine, name)
 
     run_async(main)
@@ -176,7 +177,9 @@ def node_exec(
     bound = parse_json_arg(run_input, "--input")
 
     async def main() -> dict[str, Any]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_engine() as engine:
+            from trellis.triggers import execute_node
+
             return await execute_node(engine, workflow, node, given, run_input=bound, retries=retries)
 
     result = run_async(main)
@@ -202,6 +205,8 @@ def node_exec(
 
 def start_triggers(engine: Engine, settings: Settings) -> tuple[TriggerService, asyncio.Task[None]]:
     """Start the scheduler, callback dispatcher, publishers and bus consumers of this process."""
+    from trellis.triggers import TriggerService, TriggerSettings
+
     service = TriggerService(engine, TriggerSettings.from_settings(settings))
     return service, asyncio.create_task(service.run(), name="trellis-triggers")
 
