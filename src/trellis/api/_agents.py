@@ -94,12 +94,7 @@ async def get_agent(name: Name, ctx: Ctx) -> Json:
 
 async def _update(ctx: ApiContext, name: str, body: Mapping[str, Any], *, replace: bool) -> Json:
     _, spec, enabled = agent_fields(body, name)
-    if spec or replace:
-        record, changed = await ctx.engine.update_agent(name, spec, replace=replace)
-    else:
-        record, changed = await ctx.engine.get_agent(name), False
-    if enabled is not None and enabled != record.enabled:
-        record, changed = await ctx.engine.set_agent_enabled(name, enabled), True
+    record, changed = await ctx.engine.change_agent(name, spec, enabled=enabled, replace=replace)
     return Json(agent_document(record, changed=changed))
 
 
@@ -111,7 +106,8 @@ async def _update(ctx: ApiContext, name: str, body: Mapping[str, Any], *, replac
     dependencies=REGISTER,
 )
 async def patch_agent(name: Name, body: Fields, ctx: Ctx) -> Json:
-    """Each field given replaces that field; answers the document with ``changed``."""
+    """A JSON merge patch of the spec (nested policies merge, ``null`` removes a field);
+    answers the document with ``changed``."""
     return await _update(ctx, name, body, replace=False)
 
 

@@ -263,12 +263,7 @@ def update(
         if not spec and enabled is None:
             raise ValidationError("nothing to change: give options or --file (see --help)")
         async with open_engine() as engine:
-            if spec or replace:
-                record, changed = await engine.update_agent(name, spec, replace=replace)
-            else:
-                record, changed = await engine.get_agent(name), False
-            if enabled is not None and enabled != record.enabled:
-                record, changed = await engine.set_agent_enabled(name, enabled), True
+            record, changed = await engine.change_agent(name, spec, enabled=enabled, replace=replace)
             return {**record.to_dict(), "changed": changed}
 
     doc = run_async(main)

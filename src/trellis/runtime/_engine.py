@@ -224,6 +224,24 @@ class Engine:
             return record, changed
         raise Conflict(f"agent {name!r} kept changing while this update was applied; try again")
 
+    async def change_agent(
+        self,
+        name: str,
+        changes: Mapping[str, Any],
+        *,
+        enabled: bool | None = None,
+        replace: bool = False,
+    ) -> tuple[AgentRecord, bool]:
+        """:meth:`update_agent` with ``changes`` (when any, or ``replace``), then enable or disable
+        it when ``enabled`` differs: ``(record, whether anything changed)``."""
+        if changes or replace:
+            record, changed = await self.update_agent(name, changes, replace=replace)
+        else:
+            record, changed = await self.get_agent(name), False
+        if enabled is not None and enabled != record.enabled:
+            record, changed = await self.set_agent_enabled(name, enabled), True
+        return record, changed
+
     async def set_agent_enabled(self, name: str, enabled: bool) -> AgentRecord:
         record, changed = await self.store.update_agent(name, enabled=enabled)
         if changed:
