@@ -28,7 +28,7 @@ import httpx
 
 from trellis.agents.directory import Agent, AgentDirectory
 from trellis.agents.spec import HealthPolicy
-from trellis.store import AgentSample, Store
+from trellis.store import AgentRecord, AgentSample, Store
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class HealthMonitor:
         probes = await asyncio.gather(*(self._probe(a) for a in claimed))
         touched = {s.agent for s in self._buffer} | {a.name for a in claimed}
         await self.flush(probes)
-        for agent in agents:
-            if agent.name in touched:
-                await self.judge(agent)
+        for record in records:
+            if record.name in touched:
+                await self.judge(record)
         if time.monotonic() - self._pruned_at > 60:
             self._pruned_at = time.monotonic()
             await self.store.prune_agent_samples(
@@ -187,11 +187,10 @@ class HealthMonitor:
             latency, ok, error = None, False, f"{type(exc).__name__}: {exc}"[:200]
         return AgentSample(agent.name, datetime.now(UTC), "probe", ok, latency, error)
 
-    async def judge(self, agent: Agent) -> bool | None:
-        """Judge one agent now; returns its new health when it changed."""
-        record = await self.store.get_agent(agent.name)
-        if record is None:
-            return None
+    async def judge(self, record: AgentRecord) -> bool | None:
+        """Judge one agent now (as of ``record``, read this tick; the transition itself is a
+        compare-and-set); returns its new health when it changed."""
+        agent = self.directory.agent(record)
         policy = agent.spec.health
         since = datetime.now(UTC) - timedelta(seconds=policy.window_seconds)
         if record.health_changed_at is not None:
