@@ -6,7 +6,9 @@ Every test runs on SQLite and on PostgreSQL (see the `store` fixture in conftest
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import Conflict, NotFound, ValidationError
-from trellis.store import NewEvent, NodeStateUpdate, RunRecord, Store, WorkflowRecord
+from trellis.store import NewEvent, NodeStateUpdate, RunRecord, Store, WorkflowRecord, open_store
 from trellis.store.schema import runs
 from trellis.types import EventType, RunStatus
 
@@ -328,3 +330,48 @@ async def _set_created_at(store: Store, run_ids: list[str], when: datetime) -> N
         conn.execute(update(runs).where(runs.c.id.in_(run_ids)).values(created_at=when))
 
     await store._runner.write(apply)
+
+
+class TestSqlitePointOperations:
+    """On SQLite, point operations run on the loop's thread; a locked file sends them to a thread."""
+
+    async def test_a_locked_file_sends_the_write_to_a_thread_and_the_loop_goes_on(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "trellis.db"
+        store = await open_store(f"sqlite+aiosqlite:///{path}")
+        try:
+            record, _ = await store.put_workflow(name="w", hash="h", kind="dsl", definition={}, source=None)
+            run = await new_run(store, record)
+            other = sqlite3.connect(str(path), isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+                write = asyncio.create_task(store.record(run.id, events=[NewEvent("run.started")]))
+                reads = 0
+                while reads < 10:  # reads and the loop go on meanwhile (WAL: readers never wait)
+                    assert (await store.get_run(run.id)) is not None
+                    await asyncio.sleep(0.01)
+                    reads += 1
+                assert not write.done()
+                other.execute("COMMIT")
+                [event] = await asyncio.wait_for(write, 10)
+            finally:
+                other.close()
+            assert event.seq == 2
+            assert [e.type for e in await store.list_events(run.id)] == ["run.queued", "run.started"]
+            assert store._runner.fallbacks == 1  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
+    async def test_a_point_operation_from_another_thread_uses_the_thread_pool(self, tmp_path: Path) -> None:
+        store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}")
+        try:
+            record, _ = await store.put_workflow(name="w", hash="h", kind="dsl", definition={}, source=None)
+            run = await new_run(store, record)  # the loop's connection now belongs to this thread
+
+            def elsewhere() -> RunRecord | None:
+                return asyncio.run(store.get_run(run.id))
+
+            assert await asyncio.to_thread(elsewhere) == await store.get_run(run.id)
+        finally:
+            await store.close()

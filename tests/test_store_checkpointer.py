@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -12,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from sqlalchemy import create_engine, inspect
 
 from trellis.store import checkpoint_path, open_checkpointer, open_store
+from trellis.store._sqlite_saver import LoopSqliteSaver
 
 
 class Counter(TypedDict):
@@ -75,3 +78,28 @@ class TestCheckpointer:
         async with open_checkpointer("sqlite://") as saver:
             result = await build_graph(saver).ainvoke({"n": 2, "path": []}, CONFIG, durability="sync")
             assert result["n"] == 30
+
+
+class TestLoopSaverWhenTheFileIsLocked:
+    """The SQLite saver runs on the event loop; a locked file sends a call to its thread."""
+
+    async def test_a_write_waits_on_its_thread_while_the_loop_goes_on(self, tmp_path: Path) -> None:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}"
+        async with open_checkpointer(url) as saver:
+            assert isinstance(saver, LoopSqliteSaver)
+            graph = build_graph(saver)
+            other = sqlite3.connect(str(checkpoint_path(url)), isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+                run = asyncio.create_task(graph.ainvoke({"n": 1, "path": []}, CONFIG, durability="sync"))
+                ticks = 0
+                while ticks < 20:  # the loop keeps turning while the write waits for the lock
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+                assert not run.done()
+                other.execute("COMMIT")
+                assert await asyncio.wait_for(run, 10) == {"n": 20, "path": ["one", "two"]}
+            finally:
+                other.close()
+            assert saver.fallbacks >= 1
+            assert (await graph.aget_state(CONFIG)).values["path"] == ["one", "two"]

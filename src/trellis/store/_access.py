@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import RowMapping, or_, select, update
 from sqlalchemy.engine import Connection
 
+from trellis.store._dialect import point
 from trellis.store.records import iso
 from trellis.store.schema import api_keys, audit_log
 
@@ -115,6 +116,7 @@ def insert_key(conn: Connection, values: Mapping[str, Any]) -> ApiKeyRecord | No
     return _key(row)
 
 
+@point
 def list_keys(conn: Connection, *, include_revoked: bool) -> list[ApiKeyRecord]:
     """Keys by creation time; revoked ones only when asked."""
     stmt = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
@@ -137,6 +139,7 @@ def revoke_keys(conn: Connection, id_or_name: str, now: datetime) -> list[ApiKey
     return [_key(row) for row in conn.execute(stmt).mappings()]
 
 
+@point
 def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
     """Append one audit record."""
     conn.execute(audit_log.insert().values(dict(values)))

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import RowMapping, select, update
 from sqlalchemy.engine import Connection
 
+from trellis.store._dialect import point
 from trellis.store.records import CommandRecord
 from trellis.store.schema import commands
 
@@ -31,6 +32,7 @@ def command_from_row(row: RowMapping) -> CommandRecord:
     )
 
 
+@point
 def post(
     conn: Connection,
     run_id: str,
@@ -58,6 +60,7 @@ def post(
     return command_from_row((conn.execute(stmt)).mappings().one())
 
 
+@point
 def pending(conn: Connection, run_id: str) -> list[CommandRecord]:
     """Commands of ``run_id`` not consumed yet, oldest first."""
     stmt = (
@@ -68,6 +71,7 @@ def pending(conn: Connection, run_id: str) -> list[CommandRecord]:
     return [command_from_row(row) for row in (conn.execute(stmt)).mappings()]
 
 
+@point
 def consume(conn: Connection, command_id: int, now: datetime) -> bool:
     """Mark a command consumed; False if it was already consumed (or does not exist)."""
     stmt = (

@@ -79,6 +79,27 @@ def dialect_name(url: URL) -> DialectName:
     raise ValueError(f"unsupported database {name!r} in {mask_url(url)!r}")
 
 
+_POINT_OPERATIONS: set[Callable[..., object]] = set()
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def point(fn: F) -> F:
+    """Mark a repository function as a *point operation*: a few indexed row reads or writes.
+
+    Its cost does not grow with the size of the database, so a runner may execute it on the
+    calling thread instead of handing it to another (see ``_sqlite``). Scans, reports, bulk
+    deletes and migrations stay unmarked.
+    """
+    _POINT_OPERATIONS.add(fn)
+    return fn
+
+
+def is_point(fn: Callable[..., object]) -> bool:
+    """Whether ``fn`` was marked with :func:`point`."""
+    return fn in _POINT_OPERATIONS
+
+
 class Runner(Protocol):
     """Runs a sync function of a SQLAlchemy ``Connection`` as one transaction, from async code.
 
@@ -147,6 +168,8 @@ __all__ = [
     "Runner",
     "dialect_for",
     "dialect_name",
+    "is_point",
     "mask_url",
     "normalize_url",
+    "point",
 ]

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert, Update
 
 from trellis.errors import Conflict, NotFound
-from trellis.store._dialect import Dialect
+from trellis.store._dialect import Dialect, point
 from trellis.store._runs import run_values
 from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate
 from trellis.store.schema import events as events_table
@@ -142,6 +142,7 @@ class PostgresJournalWriter(JournalWriter):
 NOTIFY: Final = text("SELECT pg_notify(:c, :p)")
 
 
+@point
 def record(
     conn: Connection,
     writer: JournalWriter,
@@ -253,6 +254,7 @@ def node_state_from_row(row: RowMapping) -> NodeStateRecord:
     )
 
 
+@point
 def list_events(conn: Connection, run_id: str, *, after: int, limit: int | None) -> list[EventRecord]:
     """Events of ``run_id`` with ``seq > after``, ascending."""
     stmt = (
@@ -265,6 +267,7 @@ def list_events(conn: Connection, run_id: str, *, after: int, limit: int | None)
     return [event_from_row(row) for row in (conn.execute(stmt)).mappings()]
 
 
+@point
 def list_node_states(conn: Connection, run_id: str) -> list[NodeStateRecord]:
     """Node states of ``run_id`` in the order the nodes started (never-started nodes last)."""
     stmt = (
@@ -275,6 +278,7 @@ def list_node_states(conn: Connection, run_id: str) -> list[NodeStateRecord]:
     return [node_state_from_row(row) for row in (conn.execute(stmt)).mappings()]
 
 
+@point
 def get_node_state(conn: Connection, run_id: str, node: str) -> NodeStateRecord | None:
     """The state of ``node`` in ``run_id``, if the node has one."""
     stmt = select(node_states_table).where(

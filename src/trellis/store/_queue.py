@@ -22,6 +22,7 @@ from typing import Any, Final
 from sqlalchemy import RowMapping, delete, func, select, text, update
 from sqlalchemy.engine import Connection
 
+from trellis.store._dialect import point
 from trellis.store._runs import run_from_row
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import runs, workers, workflows
@@ -47,6 +48,7 @@ LEASE_EXPIRED: Final = {"kind": "lease_expired"}
 """``parked`` of a running run claimed because its lease expired (cleared when it starts)."""
 
 
+@point
 def claim(
     conn: Connection,
     *,
@@ -89,6 +91,7 @@ def claim(
     return claimed
 
 
+@point
 def claim_one(
     conn: Connection,
     run_id: str,
@@ -202,6 +205,7 @@ def _lock_key(name: str) -> int:
     return zlib.crc32(f"trellis:workflow:{name}".encode()) | (1 << 40)
 
 
+@point
 def transition(
     conn: Connection, run_id: str, expected_status: str, fields: Mapping[str, Any], *, now: datetime
 ) -> RunRecord | None:
@@ -216,6 +220,7 @@ def transition(
     return None if row is None else run_from_row(row)
 
 
+@point
 def heartbeat(conn: Connection, run_id: str, token: int, *, lease_seconds: float, now: datetime) -> bool:
     """Extend a lease still held under ``token``; False when it was taken over."""
     result = conn.execute(
@@ -226,12 +231,14 @@ def heartbeat(conn: Connection, run_id: str, token: int, *, lease_seconds: float
     return result.rowcount == 1
 
 
+@point
 def lease_holds(conn: Connection, run_id: str, token: int) -> bool:
     """Whether ``run_id`` is still leased under ``token`` (nobody claimed it since)."""
     found = conn.execute(select(runs.c.lease_token).where(runs.c.id == run_id)).scalar_one_or_none()
     return found == token
 
 
+@point
 def release(conn: Connection, run_id: str, token: int, *, now: datetime) -> bool:
     """Give a run back (status ``queued``, lease expired) so another worker can take it at once."""
     result = conn.execute(
@@ -245,6 +252,7 @@ def release(conn: Connection, run_id: str, token: int, *, now: datetime) -> bool
 # -- workers ----------------------------------------------------------------------------------------
 
 
+@point
 def upsert_worker(
     conn: Connection,
     *,

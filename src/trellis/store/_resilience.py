@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import RowMapping, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from trellis.store._dialect import Dialect
+from trellis.store._dialect import Dialect, point
 from trellis.store.records import iso
 from trellis.store.schema import agent_samples, agents, breakers, system_events
 
@@ -149,6 +149,7 @@ def _agent(row: RowMapping) -> AgentRecord:
     )
 
 
+@point
 def get_agent(conn: Connection, name: str) -> AgentRecord | None:
     row = conn.execute(select(agents).where(agents.c.name == name)).mappings().one_or_none()
     return None if row is None else _agent(row)
@@ -214,6 +215,7 @@ def update_agent(
     return get_agent(conn, name), True
 
 
+@point
 def claim_probe(conn: Connection, name: str, now: datetime, interval_seconds: float) -> bool:
     """Take the next probe of ``name`` if it is due; True for exactly one caller per interval."""
     due = now - timedelta(seconds=interval_seconds)
@@ -229,6 +231,7 @@ def claim_probe(conn: Connection, name: str, now: datetime, interval_seconds: fl
     return result.rowcount == 1
 
 
+@point
 def set_agent_health(
     conn: Connection, name: str, healthy: bool, now: datetime, data: Mapping[str, Any]
 ) -> bool:
@@ -245,6 +248,7 @@ def set_agent_health(
     return True
 
 
+@point
 def insert_samples(conn: Connection, samples: Sequence[AgentSample]) -> None:
     if samples:
         conn.execute(
@@ -309,6 +313,7 @@ def _breaker(row: RowMapping) -> BreakerRecord:
     )
 
 
+@point
 def get_breaker(conn: Connection, key: str) -> BreakerRecord | None:
     row = conn.execute(select(breakers).where(breakers.c.key == key)).mappings().one_or_none()
     return None if row is None else _breaker(row)
@@ -318,6 +323,7 @@ def list_breakers(conn: Connection) -> list[BreakerRecord]:
     return [_breaker(row) for row in conn.execute(select(breakers).order_by(breakers.c.key)).mappings()]
 
 
+@point
 def change_breaker(
     conn: Connection,
     dialect: Dialect,
@@ -374,6 +380,7 @@ def delete_breaker(conn: Connection, key: str) -> bool:
 # -- system events ------------------------------------------------------------------------------
 
 
+@point
 def insert_events(conn: Connection, events: Sequence[SystemEvent], now: datetime) -> None:
     if events:
         conn.execute(

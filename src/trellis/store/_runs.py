@@ -18,6 +18,7 @@ from sqlalchemy import RowMapping, and_, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
+from trellis.store._dialect import point
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import callbacks, events, runs
 from trellis.types import RunStatus
@@ -110,6 +111,7 @@ def run_from_row(row: RowMapping) -> RunRecord:
     )
 
 
+@point
 def create(
     conn: Connection,
     values: Mapping[str, Any],
@@ -131,12 +133,14 @@ def create(
     return run_from_row(row)
 
 
+@point
 def get(conn: Connection, run_id: str) -> RunRecord | None:
     """The run ``run_id``, if it exists."""
     row = (conn.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
     return None if row is None else run_from_row(row)
 
 
+@point
 def find_by_idempotency_key(conn: Connection, key: str) -> RunRecord | None:
     """The run created with ``Idempotency-Key: key``, if any."""
     stmt = select(runs).where(runs.c.idempotency_key == key)
@@ -144,6 +148,7 @@ def find_by_idempotency_key(conn: Connection, key: str) -> RunRecord | None:
     return None if row is None else run_from_row(row)
 
 
+@point
 def update_fields(conn: Connection, run_id: str, values: Mapping[str, Any]) -> RunRecord | None:
     """``UPDATE runs SET ... RETURNING *``; ``None`` when the run does not exist."""
     stmt = update(runs).where(runs.c.id == run_id).values(dict(values)).returning(*runs.c)

@@ -1,20 +1,25 @@
-"""SQLite specifics: engine tuning, explicit transactions, one thread hop per transaction.
+"""SQLite specifics: engine tuning, point operations on the loop's thread, explicit transactions.
 
 Trellis's SQLite file is written by one process at a time (``trellis serve`` with its embedded
 worker), so everything here favours low latency for that writer.
 
-**One hop per transaction.** Every async SQLite driver (aiosqlite included) runs each DBAPI call
-on a worker thread, and a hand-off between the event loop and a thread costs ~0.1-0.2 ms. Going
-through SQLAlchemy's async adapter, :meth:`Store.record` makes ~20 such calls (cursor, execute,
-fetch, close per statement, plus BEGIN/COMMIT) and took ~4 ms. Here the whole transaction runs
-as ordinary sync SQLAlchemy Core (driver ``pysqlite``) on a dedicated thread: one hop. On top of
-that, :class:`SqliteJournalWriter` runs ``record()``'s statements on the raw cursor; together
-~0.35 ms per call. The public URL stays ``sqlite+aiosqlite://`` (LangGraph's checkpointer does
-use aiosqlite).
+**Point operations on the loop's own thread.** Every async SQLite driver (aiosqlite included)
+runs each DBAPI call on a worker thread, and a hand-off between the event loop and a thread
+costs more than the statement it carries (a WAL insert and commit take ~30 µs): a 3-node run
+made ~55 such hand-offs, and the threads fought the loop for the GIL. So a repository function
+marked :func:`~trellis.store._dialect.point` (a few indexed rows, whatever the database's size)
+runs at once on the calling thread, over a connection kept for that thread whose busy timeout
+is zero: if another connection holds the write lock, SQLite answers ``SQLITE_BUSY`` at once
+instead of stalling the loop, and the call goes to a thread instead. That connection never
+checkpoints the WAL itself (a checkpoint syncs the file); the writer thread does, now and then.
 
-**One writer thread.** SQLite has one write lock per file; a single-thread executor queues this
-process's writes in order instead of letting them spin in SQLite's busy handler. Readers get a
-small pool of threads and, thanks to WAL, never wait for the writer.
+**Threads for the rest.** Scans, reports, bulk deletes, migrations, and point operations that
+found the file locked run as ordinary sync SQLAlchemy Core (driver ``pysqlite``) on a thread,
+one hop per transaction, over connections that wait out another writer's lock (5 s). Writes go
+to one writer thread, which queues this process's writes in order instead of letting them spin
+in SQLite's busy handler; readers get a small pool and, thanks to WAL, never wait for a writer.
+:class:`SqliteJournalWriter` runs ``record()``'s statements on the raw cursor. The public URL
+stays ``sqlite+aiosqlite://``.
 
 **Explicit transactions.** The ``sqlite3`` driver's legacy transaction handling is switched off
 (``isolation_level = None``) and write transactions start with ``BEGIN IMMEDIATE``: a deferred
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,15 +47,20 @@ from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine import Dialect as SADialect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
-from trellis.store._dialect import P, Runner, T
+from trellis.store._dialect import P, Runner, T, is_point
 from trellis.store._journal import INSERT_EVENTS, RESERVE, JournalWriter, RunUpdateShape
+from trellis.store._sqlite_saver import is_busy
+
+BUSY_TIMEOUT_MS: Final = 5000
+"""How long a connection that may wait waits for another connection's write lock."""
 
 PRAGMAS: Final = (
-    "PRAGMA busy_timeout=5000",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
@@ -60,6 +71,12 @@ WAL_SWITCH_SECONDS: Final = 10.0
 
 READER_THREADS: Final = 4
 """Threads (and so, at most, connections) serving reads of one store."""
+
+LOCAL_AUTOCHECKPOINT_PAGES: Final = 0
+"""``wal_autocheckpoint`` of the event loop's connection: never (a checkpoint syncs the file)."""
+
+CHECKPOINT_EVERY_COMMITS: Final = 200
+"""After this many commits on the loop's connection, the writer thread checkpoints the WAL."""
 
 
 def database_path(url: URL) -> Path | None:
@@ -100,6 +117,19 @@ def ensure_wal(path: Path) -> None:
         conn.close()
 
 
+def connect_raw(database: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection usable from any thread, with the pragmas of this module.
+
+    The driver's own transaction handling is kept (LangGraph's saver relies on it); the file
+    must already be in WAL mode (:func:`ensure_wal`).
+    """
+    conn = sqlite3.connect(database, check_same_thread=False)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return conn
+
+
 def _on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
     # Take transaction control away from the sqlite3 driver; see the module docstring.
     dbapi_connection.isolation_level = None
@@ -113,10 +143,17 @@ def _on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
 
 
 class SqliteRunner:
-    """A :class:`~trellis.store._dialect.Runner` running sync SQLAlchemy on dedicated threads."""
+    """A :class:`~trellis.store._dialect.Runner` for SQLite: point operations on the loop's thread.
+
+    A :func:`~trellis.store._dialect.point` operation runs at once on the calling thread, over a
+    connection kept for that thread with no busy timeout; anything else, and a point operation
+    that finds the file locked (``SQLITE_BUSY``, answered at once), goes to the writer thread or
+    a reader thread, whose connections wait for the lock. See the module docstring.
+    """
 
     def __init__(self, engine: Engine, *, in_memory: bool) -> None:
         self._engine = engine
+        self._in_memory = in_memory
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-sqlite-writer")
         # An in-memory database is one shared connection: all work must go through one thread.
         self._reader = (
@@ -124,18 +161,63 @@ class SqliteRunner:
             if in_memory
             else ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="trellis-sqlite-reader")
         )
+        self._local: Connection | None = None
+        self._local_thread: int | None = None
+        self._local_commits = 0
+        self.fallbacks = 0
+        """Point operations that found the file locked and went to a thread instead."""
+
+    def _local_connection(self) -> Connection | None:
+        """The calling thread's own connection, if it is the thread that runs point operations."""
+        if self._in_memory:
+            return None
+        if self._local is None:
+            conn = self._engine.connect()
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={LOCAL_AUTOCHECKPOINT_PAGES}")
+            conn.rollback()
+            self._local, self._local_thread = conn, threading.get_ident()
+        elif self._local_thread != threading.get_ident():
+            return None
+        return self._local
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run ``fn`` on a reader thread, outside any transaction."""
+        """Run ``fn`` outside any transaction: inline when it is a point operation, else on a reader."""
+        if is_point(fn) and (conn := self._local_connection()) is not None:
+            try:
+                return fn(conn, *args, **kwargs)
+            except OperationalError as exc:
+                if not is_busy(exc.orig):
+                    raise
+            finally:
+                conn.rollback()
+            self.fallbacks += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, partial(self._read, fn, *args, **kwargs))
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run ``fn`` on the writer thread inside ``BEGIN IMMEDIATE ... COMMIT``."""
+        """Run ``fn`` inside ``BEGIN IMMEDIATE ... COMMIT``: inline when it is a point operation
+        and the write lock is free at once, else on the writer thread."""
+        if is_point(fn) and (conn := self._local_connection()) is not None:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except OperationalError as exc:
+                conn.rollback()
+                if not is_busy(exc.orig):
+                    raise
+                self.fallbacks += 1
+            else:
+                result = self._transaction(conn, fn, *args, **kwargs)
+                self._local_commits += 1
+                if self._local_commits % CHECKPOINT_EVERY_COMMITS == 0:
+                    # The loop's connection does not checkpoint the WAL (it would block the loop
+                    # on fsync): the writer thread does, now and then, without waiting for it.
+                    self._writer.submit(self._checkpoint_wal)
+                return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, partial(self._write, fn, *args, **kwargs))
 
@@ -146,16 +228,28 @@ class SqliteRunner:
     def _write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         with self._engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, *args, **kwargs)
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-            return result
+            return self._transaction(conn, fn, *args, **kwargs)
+
+    @staticmethod
+    def _transaction(conn: Connection, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Finish the transaction ``BEGIN IMMEDIATE`` opened on ``conn``: ``fn``, then commit."""
+        try:
+            result = fn(conn, *args, **kwargs)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return result
+
+    def _checkpoint_wal(self) -> None:
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
         """Let queued work finish, stop the threads and close the connections."""
+        if self._local is not None:
+            self._local.close()
+            self._local = None
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import RowMapping, and_, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from trellis.store._dialect import Dialect
+from trellis.store._dialect import Dialect, point
 from trellis.store.records import iso
 from trellis.store.schema import callbacks, deliveries, publish_cursors, runs, trigger_leases, triggers
 
@@ -227,6 +227,7 @@ def release_lease(conn: Connection, name: str, owner: str) -> None:
 # -- callbacks and deliveries -------------------------------------------------------------------
 
 
+@point
 def get_callback(conn: Connection, run_id: str) -> CallbackRecord | None:
     row = conn.execute(select(callbacks).where(callbacks.c.run_id == run_id)).mappings().one_or_none()
     return None if row is None else _callback(row)

@@ -14,6 +14,7 @@ from typing import Any, cast, get_args
 from sqlalchemy import RowMapping, func, literal, select
 from sqlalchemy.engine import Connection
 
+from trellis.store._dialect import point
 from trellis.store.records import WorkflowKind, WorkflowRecord
 from trellis.store.schema import JSONDocument, UTCDateTime, workflows
 
@@ -120,6 +121,7 @@ def register(
     return record, True
 
 
+@point
 def get(conn: Connection, name: str, version: int | None) -> WorkflowRecord | None:
     """Version ``version`` of ``name`` (the latest when ``None``)."""
     stmt = select(workflows).where(workflows.c.name == name)

@@ -3,10 +3,12 @@
 Trellis keeps its own tables (runs, events, ...) in :class:`~trellis.store.Store`; LangGraph keeps
 a run's graph state in a checkpointer, one thread per run. This module opens the right one:
 
-* **SQLite**: an :class:`~langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver` on a *separate file*
-  next to the Trellis database (``trellis.db`` → ``trellis.checkpoints.db``). SQLite has one write
-  lock per file; with two files, the runtime's event writes and LangGraph's checkpoint writes do
-  not queue behind each other. The file gets the same WAL / ``synchronous=NORMAL`` tuning.
+* **SQLite**: a :class:`~trellis.store._sqlite_saver.LoopSqliteSaver` (LangGraph's own
+  ``SqliteSaver`` tables and serialisation, executed on the event loop's thread, falling back to a
+  thread when the file is locked) on a *separate file* next to the Trellis database
+  (``trellis.db`` → ``trellis.checkpoints.db``). SQLite has one write lock per file; with two
+  files, the runtime's event writes and LangGraph's checkpoint writes do not queue behind each
+  other. The file gets the same WAL / ``synchronous=NORMAL`` tuning.
 * **PostgreSQL**: an :class:`~langgraph.checkpoint.postgres.aio.AsyncPostgresSaver` over a
   :class:`psycopg_pool.AsyncConnectionPool` in the same database (and ``search_path``) as the
   Trellis tables. The saver's tables are created once under an advisory lock, so workers that
@@ -16,14 +18,14 @@ a run's graph state in a checkpointer, one thread per run. This module opens the
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -31,6 +33,7 @@ from sqlalchemy.engine import URL
 
 from trellis.store import _pg, _sqlite
 from trellis.store._dialect import dialect_name, normalize_url
+from trellis.store._sqlite_saver import LoopSqliteSaver
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 """How long closing the PostgreSQL pool waits for connections in use before dropping them."""
@@ -77,17 +80,35 @@ async def open_checkpointer(
 
 
 @asynccontextmanager
-async def _open_sqlite(url: URL) -> AsyncIterator[AsyncSqliteSaver]:
+async def _open_sqlite(url: URL) -> AsyncIterator[LoopSqliteSaver]:
     path = checkpoint_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_sqlite.ensure_wal, path)
-    async with aiosqlite.connect(":memory:" if path is None else str(path)) as conn:
-        for pragma in _sqlite.PRAGMAS:
-            await conn.execute(pragma)
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
+    saver = await asyncio.to_thread(_connect_saver, path)
+    try:
         yield saver
+    finally:
+        await asyncio.to_thread(saver.close)
+
+
+def _connect_saver(path: Path | None) -> LoopSqliteSaver:
+    """Both connections of a :class:`LoopSqliteSaver`, tuned, and the saver's tables created."""
+    if path is None:
+        # One in-memory database is one connection: nothing else can lock it, nothing waits.
+        conn = _sqlite.connect_raw(":memory:", busy_timeout_ms=0)
+        saver = LoopSqliteSaver(conn, conn)
+    else:
+        _sqlite.ensure_wal(path)
+        patient = _sqlite.connect_raw(str(path))
+        loop_conn = _sqlite.connect_raw(str(path), busy_timeout_ms=0)
+        loop_conn.execute("PRAGMA wal_autocheckpoint=0")
+        saver = LoopSqliteSaver(loop_conn, patient)
+    # Created over the patient connection: several processes may be starting on one file.
+    setup = copy.copy(saver)
+    setup.conn = saver.patient
+    SqliteSaver.setup(setup)
+    saver.is_setup = True
+    return saver
 
 
 SETUP_LOCK_POLL_SECONDS = 0.05
