@@ -256,6 +256,27 @@ class TestRuns:
         assert len(await store.list_events(other.id)) == 2
         assert len(await store.pending_commands(other.id)) == 1
 
+    async def test_a_transition_and_its_event_commit_together(
+        self, store: Store, workflow: WorkflowRecord
+    ) -> None:
+        """A reader never sees the new status without the event announcing it (a stream ending at
+        a terminal status would otherwise miss that event)."""
+        run = await new_run(store, workflow)
+        missed = await store.transition_run(
+            run.id, RunStatus.RUNNING.value, events=[NewEvent("run.cancelled")], status="cancelled"
+        )
+        assert missed is None
+        assert [e.type for e in await store.list_events(run.id)] == ["run.queued"]
+        changed = await store.transition_run(
+            run.id, RunStatus.QUEUED.value, events=[NewEvent("run.cancelled")], status="cancelled"
+        )
+        assert changed is not None
+        cancelled, [event] = changed
+        assert (cancelled.status, event.type, event.seq) == (RunStatus.CANCELLED, "run.cancelled", 2)
+        stored = await store.get_run(run.id)
+        assert stored is not None
+        assert stored.last_seq == cancelled.last_seq == 2
+
 
 class TestListRuns:
     async def test_newest_first_with_filters(self, store: Store, workflow: WorkflowRecord) -> None:

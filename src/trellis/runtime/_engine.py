@@ -470,17 +470,18 @@ class Engine:
         if run.status == RunStatus.RUNNING:
             await self._command(run_id, "cancel", actor)
             return run
-        cancelled = await self.store.transition_run(
+        changed = await self.store.transition_run(
             run_id,
             run.status.value,
+            events=[NewEvent("run.cancelled", data={"by": actor})],
             status=RunStatus.CANCELLED.value,
             finished_at=datetime.now(UTC),
             parked=None,
             wake_at=None,
         )
-        if cancelled is None:  # a worker claimed it meanwhile: cancel it where it runs
+        if changed is None:  # a worker claimed it meanwhile: cancel it where it runs
             return await self.cancel(run_id, actor=actor)
-        records = await self.store.record(run_id, events=[NewEvent("run.cancelled", data={"by": actor})])
+        cancelled, records = changed
         self.instruments.observer(run.workflow, run.started_at)(records)
         return cancelled
 
@@ -489,11 +490,14 @@ class Engine:
         run = await self.get_run(run_id)
         if run.status == RunStatus.QUEUED:
             paused = await self.store.transition_run(
-                run_id, RunStatus.QUEUED.value, status=RunStatus.PAUSED.value, parked={"kind": "paused"}
+                run_id,
+                RunStatus.QUEUED.value,
+                events=[NewEvent("run.paused", data={"by": actor})],
+                status=RunStatus.PAUSED.value,
+                parked={"kind": "paused"},
             )
             if paused is not None:
-                await self.store.record(run_id, events=[NewEvent("run.paused", data={"by": actor})])
-                return paused
+                return paused[0]
             run = await self.get_run(run_id)  # a worker claimed it meanwhile: pause it there
         if run.status != RunStatus.RUNNING:
             raise Conflict(f"run {run_id} is {run.status.value}; only a running or queued run can be paused")

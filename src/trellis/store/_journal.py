@@ -13,6 +13,7 @@ writer to the same run waits, then reads the first writer's ``last_seq``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -21,9 +22,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert, Update
 
 from trellis.errors import Conflict, NotFound
+from trellis.store import _queue
 from trellis.store._dialect import Dialect, point
 from trellis.store._runs import run_values
-from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate
+from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate, RunRecord
 from trellis.store.schema import events as events_table
 from trellis.store.schema import node_states as node_states_table
 from trellis.store.schema import runs
@@ -212,6 +214,30 @@ def record(
         row = {**NODE_STATE_DEFAULTS, **given, "run_id": run_id, "node": state.node, "updated_at": now}
         writer.execute_upsert(conn, frozenset(given), row)
     return inserted
+
+
+@point
+def transition(
+    conn: Connection,
+    writer: JournalWriter,
+    run_id: str,
+    expected_status: str,
+    fields: Mapping[str, Any],
+    *,
+    events: Sequence[NewEvent],
+    now: datetime,
+) -> tuple[RunRecord, list[EventRecord]] | None:
+    """Compare-and-set of a run's fields (see ``_queue.transition``) and the events that say so,
+    in one transaction: a reader never sees the new status without its event."""
+    changed = _queue.transition(conn, run_id, expected_status, fields, now=now)
+    if changed is None:
+        return None
+    inserted = record(
+        conn, writer, run_id, events=events, node_states=(), run=None, lease_token=None, now=now
+    )
+    if inserted:
+        changed = replace(changed, last_seq=inserted[-1].seq)
+    return changed, inserted
 
 
 def _raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | None) -> None:

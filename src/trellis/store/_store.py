@@ -636,11 +636,27 @@ class Store:
             fields=run_values(fields) if fields else None,
         )
 
-    async def transition_run(self, run_id: str, expected_status: str, **fields: Any) -> RunRecord | None:
-        """Update a run only if its status is still ``expected_status`` (compare-and-set)."""
-        return await self._runner.write(
-            _queue.transition, run_id, expected_status, run_values(fields), now=_now()
+    async def transition_run(
+        self, run_id: str, expected_status: str, *, events: Sequence[NewEvent] = (), **fields: Any
+    ) -> tuple[RunRecord, list[EventRecord]] | None:
+        """Update a run only if its status is still ``expected_status`` (compare-and-set), and
+        append ``events`` in the same transaction; ``None`` when the status was another.
+
+        Returns:
+            The run as updated and the inserted events.
+        """
+        changed = await self._runner.write(
+            _journal.transition,
+            self._journal,
+            run_id,
+            expected_status,
+            run_values(fields),
+            events=events,
+            now=_now(),
         )
+        if changed is not None and changed[1] and self.on_events is not None:
+            self.on_events(changed[1])
+        return changed
 
     async def heartbeat_lease(self, run_id: str, token: int, *, lease_seconds: float) -> bool:
         """Extend a lease still held under ``token``; False when another worker took the run."""
