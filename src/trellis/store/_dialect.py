@@ -111,7 +111,7 @@ class Runner(Protocol):
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run ``fn(conn, *args, **kwargs)``, which only reads (on SQLite it runs outside a transaction)."""
+        """Run ``fn(conn, *args, **kwargs)``, which only reads, outside a transaction."""
         ...
 
     async def write(

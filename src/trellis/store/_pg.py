@@ -48,8 +48,12 @@ class PostgresRunner:
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run ``fn`` in a transaction that is rolled back."""
+        """Run ``fn`` outside a transaction (autocommit): each statement is its own snapshot.
+
+        A read inside ``BEGIN ... ROLLBACK`` would cost two more round trips than its queries.
+        """
         async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(fn, *args, **kwargs)
 
     async def write(
