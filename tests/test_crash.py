@@ -113,3 +113,59 @@ def test_a_killed_run_resumes_without_redoing_completed_nodes(tmp_path: Path) ->
         assert executions[node] <= 2, f"{node} was in flight and ran {executions[node]} times"
     for node in set(executions) - set(before_kill):
         assert executions[node] == 1
+
+
+def _fanout_definition(log: Path) -> str:
+    def mark(node: str, seconds: float, nxt: str = "") -> str:
+        args = f"{{node: '\"{node}\"', log: '\"{log}\"', seconds: {seconds}}}"
+        return f"{{id: {node}, type: tool, tool: mark, args: {args}, output: {{done: '[result]'}}{nxt}}}"
+
+    return yaml(
+        "name: fan\nstate: {done: {reducer: append}}\nstart: fan\nnodes:\n"
+        "  fan:\n    type: parallel\n    branches:\n"
+        f"      fast: [{mark('fast', 0.05)}]\n"
+        f"      slow: [{mark('slow', 1.5)}]\n"
+        f"      two: [{mark('m1', 0.05, ', next: m2')}, {mark('m2', 1.5)}]\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_fan_out_keeps_its_finished_branches_and_steps(tmp_path: Path) -> None:
+    """One-step branches run without checkpoints of their own: a finished one is kept by its
+    parent's pending write, and a branch of two steps still keeps its finished first step."""
+    log = tmp_path / "executions.log"
+    (tmp_path / "tools.py").write_text(TOOLS)
+    (tmp_path / "fan.yaml").write_text(_fanout_definition(log))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trellis", "run", str(tmp_path / "fan.yaml"), "--json"],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if log.exists() and {"fast", "slow", "m1", "m2"} <= set(log.read_text().split()):
+            break
+        time.sleep(0.01)
+    else:
+        proc.kill()
+        pytest.fail(f"the branches never all started: {proc.stderr.read() if proc.stderr else ''!r}")
+    time.sleep(0.2)  # fast and m1 are done and recorded; slow and m2 are inside their sleep
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    listing = json.loads(_trellis(tmp_path, "runs", "list", "--json").stdout)
+    (run,) = listing["runs"]
+    assert run["status"] == "running"
+
+    resumed = _trellis(tmp_path, "runs", "resume", run["id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    document = json.loads(resumed.stdout)
+    assert document["status"] == "succeeded", document
+    assert sorted(document["output"]["done"]) == ["fast", "m1", "m2", "slow"]
+    executions = Counter(log.read_text().split())
+    assert executions["fast"] == 1, executions
+    assert executions["m1"] == 1, executions
+    assert executions["slow"] == 2, executions  # in flight at the kill: run again
+    assert executions["m2"] == 2, executions

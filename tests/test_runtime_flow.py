@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,34 @@ def tools() -> Registry:
 
 
 class TestParallel:
+    async def test_one_step_branches_keep_no_checkpoints_of_their_own(
+        self, tmp_path: Path, tools: Registry
+    ) -> None:
+        """A branch of one node that cannot park runs without a checkpointer of its own (its
+        runner's pending write in the parent keeps its result); a longer branch checkpoints."""
+        async with open_engine(f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}", tools) as engine:
+            run = await run_definition(
+                engine,
+                """
+                name: fan
+                state: {log: {reducer: append}}
+                start: fan
+                nodes:
+                  fan:
+                    type: parallel
+                    branches:
+                      one: [{type: tool, tool: sleep, args: {seconds: 0, value: '"one"'}, output: {log: '[result]'}}]
+                      two:
+                        - {type: tool, tool: sleep, args: {seconds: 0, value: '"a"'}, output: {log: '[result]'}}
+                        - {type: tool, tool: sleep, args: {seconds: 0, value: '"b"'}, output: {log: '[result]'}}
+                """,
+            )
+            assert run.status == RunStatus.SUCCEEDED, run.error
+            assert sorted(run.output["log"]) == ["a", "b", "one"]
+        with sqlite3.connect(tmp_path / "trellis.checkpoints.db") as conn:
+            namespaces = {ns.split(":")[0] for (ns,) in conn.execute("SELECT checkpoint_ns FROM checkpoints")}
+        assert namespaces == {"", "fan__branch__two"}
+
     async def test_branches_run_concurrently_and_the_join_runs_once_after_all(
         self, database_url: str, tools: Registry
     ) -> None:

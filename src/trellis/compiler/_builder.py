@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langgraph.graph import END, START, StateGraph
 
@@ -46,6 +46,10 @@ from trellis.nodes._retry import RetryPlan
 from trellis.nodes._wrapper import Body, CatchPlan, NodePlan, make_error_handler, make_node
 
 ChildLoader = Callable[[str, int], Awaitable[subworkflow.Child]]
+
+
+ONE_STEP_NODES = (ToolNode, HttpNode, AgentNode, LlmNode, SetNode, FailNode, EndNode)
+"""Node types that run once and end: they never park (approval, wait, subworkflow) or fan out."""
 
 
 def branch_node(parallel_id: str, branch: str) -> str:
@@ -154,7 +158,9 @@ class GraphBuilder:
             scope = f"{ref.id}/{branch}"
             fields = sorted(self._fields_written_in(scope))
             first = self.scopes[scope][0].id
-            sub = (await self._scope_graph(scope, first, fields)).compile()
+            sub = (await self._scope_graph(scope, first, fields)).compile(
+                checkpointer=self._body_checkpointer(scope)
+            )
             _add_node(graph, runner, fanout.branch_runner(ref.id, branch, sub, self.reducers))
         join = _replace(plan, announce_start=False, retryable=False)
         _add_node(
@@ -178,7 +184,8 @@ class GraphBuilder:
         )
         fields = sorted(self._fields_written_in(ref.id))
         first = self.scopes[ref.id][0].id
-        sub = (await self._scope_graph(ref.id, first, [*fields, "__trellis_result__"], in_map=True)).compile()
+        body = await self._scope_graph(ref.id, first, [*fields, "__trellis_result__"], in_map=True)
+        sub = body.compile(checkpointer=self._body_checkpointer(ref.id))
         _add_node(graph, items, fanout.item_runner(ref.id, node, sub, self.reducers))
         join = _replace(plan, announce_start=False, retryable=False)
         _add_node(
@@ -188,6 +195,26 @@ class GraphBuilder:
             error_handler=make_error_handler(join) if join.catches else None,
         )
         graph.add_edge(items, collect)
+
+    def _body_checkpointer(self, scope: str) -> Literal[False] | None:
+        """``False`` (no checkpoints of its own) for a branch or map body that is one step.
+
+        A body subgraph normally checkpoints under the parent's thread, so that it can park and
+        so that, after a crash, its completed nodes are not run again. A body of a single node
+        that can neither park nor loop has nothing to gain from that: until it ends there is
+        nothing to keep, and once it ends the parent's pending write of its runner task keeps
+        the result. Skipping those checkpoints (a read and two writes per body) is most of the
+        cost of starting a branch.
+        """
+        members = self.scopes.get(scope, [])
+        if len(members) != 1:
+            return None
+        node = members[0].node
+        catches = node.catch if node.catch is not None else (self.workflow.defaults.catch or [])
+        one_step = (
+            isinstance(node, ONE_STEP_NODES) and node.next is None and all(c.next is None for c in catches)
+        )
+        return False if one_step else None
 
     # -- policies -------------------------------------------------------------------------------
 
