@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import RowMapping, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.store._dialect import point
+from trellis.store._prepared import Prepared
 from trellis.store.records import iso
 from trellis.store.schema import api_keys, audit_log
 
@@ -139,10 +140,13 @@ def revoke_keys(conn: Connection, id_or_name: str, now: datetime) -> list[ApiKey
     return [_key(row) for row in conn.execute(stmt).mappings()]
 
 
+_INSERT_AUDIT: Final = Prepared(audit_log.insert())
+
+
 @point
 def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
     """Append one audit record."""
-    conn.execute(audit_log.insert().values(dict(values)))
+    _INSERT_AUDIT.rows(conn, values, by_keys=True)
 
 
 def list_audit(conn: Connection, *, run_id: str | None, after: int, limit: int) -> list[AuditRecord]:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.store._dialect import point
+from trellis.store._prepared import Prepared
 from trellis.store.records import CommandRecord
 from trellis.store.schema import commands
 
 
-def command_from_row(row: RowMapping) -> CommandRecord:
+def command_from_row(row: Mapping[Any, Any]) -> CommandRecord:
     """Build a :class:`CommandRecord` from a ``commands`` row."""
     return CommandRecord(
         id=row["id"],
@@ -60,15 +61,17 @@ def post(
     return command_from_row((conn.execute(stmt)).mappings().one())
 
 
+_PENDING: Final = Prepared(
+    select(commands)
+    .where(commands.c.run_id == bindparam("run_id"), commands.c.consumed_at.is_(None))
+    .order_by(commands.c.id)
+)
+
+
 @point
 def pending(conn: Connection, run_id: str) -> list[CommandRecord]:
     """Commands of ``run_id`` not consumed yet, oldest first."""
-    stmt = (
-        select(commands)
-        .where(commands.c.run_id == run_id, commands.c.consumed_at.is_(None))
-        .order_by(commands.c.id)
-    )
-    return [command_from_row(row) for row in (conn.execute(stmt)).mappings()]
+    return [command_from_row(row) for row in _PENDING.rows(conn, {"run_id": run_id})]
 
 
 @point

@@ -17,13 +17,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, RowMapping, bindparam, select, text, update
+from sqlalchemy import BigInteger, Integer, RowMapping, bindparam, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert, Update
 
 from trellis.errors import Conflict, NotFound
 from trellis.store import _queue
 from trellis.store._dialect import Dialect, point
+from trellis.store._prepared import Prepared
 from trellis.store._runs import run_values
 from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate, RunRecord
 from trellis.store.schema import events as events_table
@@ -250,7 +251,7 @@ def _raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | N
     )
 
 
-def event_from_row(row: RowMapping) -> EventRecord:
+def event_from_row(row: Mapping[Any, Any]) -> EventRecord:
     """Build an :class:`EventRecord` from an ``events`` row."""
     return EventRecord(
         run_id=row["run_id"],
@@ -280,17 +281,21 @@ def node_state_from_row(row: RowMapping) -> NodeStateRecord:
     )
 
 
+_EVENTS_AFTER = (
+    select(events_table)
+    .where(events_table.c.run_id == bindparam("run_id"), events_table.c.seq > bindparam("after"))
+    .order_by(events_table.c.seq)
+)
+_LIST_EVENTS: Final = Prepared(_EVENTS_AFTER)
+_LIST_EVENTS_PAGE: Final = Prepared(_EVENTS_AFTER.limit(bindparam("limit", type_=Integer)))
+
+
 @point
 def list_events(conn: Connection, run_id: str, *, after: int, limit: int | None) -> list[EventRecord]:
     """Events of ``run_id`` with ``seq > after``, ascending."""
-    stmt = (
-        select(events_table)
-        .where(events_table.c.run_id == run_id, events_table.c.seq > after)
-        .order_by(events_table.c.seq)
-    )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return [event_from_row(row) for row in (conn.execute(stmt)).mappings()]
+    params = {"run_id": run_id, "after": after, "limit": limit}
+    query = _LIST_EVENTS if limit is None else _LIST_EVENTS_PAGE
+    return [event_from_row(row) for row in query.rows(conn, params)]
 
 
 @point

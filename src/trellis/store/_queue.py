@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import RowMapping, delete, func, select, text, update
+from sqlalchemy import Integer, RowMapping, bindparam, delete, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from trellis.store._dialect import point
+from trellis.store._prepared import Prepared
 from trellis.store._runs import run_from_row
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import runs, workers, workflows
@@ -42,6 +43,7 @@ class _Candidate:
     version: int
     priority: int
     created_at: datetime
+    hash: str
 
 
 LEASE_EXPIRED: Final = {"kind": "lease_expired"}
@@ -63,7 +65,7 @@ def claim(
         return []
     candidates = _candidates(conn, limit * CANDIDATE_FACTOR, now, postgres)
     candidates.sort(key=lambda c: (-c.priority, c.created_at, c.id))
-    limits = _concurrency_limits(conn, {(c.workflow, c.version) for c in candidates})
+    limits = _concurrency_limits(conn, {(c.workflow, c.version, c.hash) for c in candidates})
     if limits:
         if postgres:
             for name in sorted({wf for (wf, _), n in limits.items() if n is not None}):
@@ -108,36 +110,70 @@ def claim_one(
     return _take(conn, run_id, expected_status, expected_token, owner, expires, now, fields)
 
 
+_CANDIDATE_COLUMNS = (
+    runs.c.id,
+    runs.c.status,
+    runs.c.lease_token,
+    runs.c.workflow,
+    runs.c.version,
+    runs.c.priority,
+    runs.c.created_at,
+    runs.c.hash,
+)
+_LIMIT = bindparam("n", type_=Integer)
+_CANDIDATE_QUERIES = (
+    select(*_CANDIDATE_COLUMNS)
+    .where(runs.c.status == RunStatus.QUEUED.value)
+    .order_by(runs.c.priority.desc(), runs.c.created_at)
+    .limit(_LIMIT),
+    select(*_CANDIDATE_COLUMNS)
+    .where(runs.c.status == RunStatus.RUNNING.value, runs.c.lease_expires_at < bindparam("now"))
+    .order_by(runs.c.lease_expires_at)
+    .limit(_LIMIT),
+    select(*_CANDIDATE_COLUMNS)
+    .where(runs.c.status == RunStatus.WAITING.value, runs.c.wake_at <= bindparam("now"))
+    .order_by(runs.c.wake_at)
+    .limit(_LIMIT),
+)
+_CANDIDATES: Final = {
+    False: tuple(Prepared(query) for query in _CANDIDATE_QUERIES),
+    True: tuple(Prepared(query.with_for_update(skip_locked=True)) for query in _CANDIDATE_QUERIES),
+}
+"""The three kinds of claimable runs (queued, lease expired, timer due); with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL (``True``)."""
+
+
 def _candidates(conn: Connection, n: int, now: datetime, postgres: bool) -> list[_Candidate]:
-    columns = (
-        runs.c.id,
-        runs.c.status,
-        runs.c.lease_token,
-        runs.c.workflow,
-        runs.c.version,
-        runs.c.priority,
-        runs.c.created_at,
-    )
-    queries = [
-        select(*columns)
-        .where(runs.c.status == RunStatus.QUEUED.value)
-        .order_by(runs.c.priority.desc(), runs.c.created_at)
-        .limit(n),
-        select(*columns)
-        .where(runs.c.status == RunStatus.RUNNING.value, runs.c.lease_expires_at < now)
-        .order_by(runs.c.lease_expires_at)
-        .limit(n),
-        select(*columns)
-        .where(runs.c.status == RunStatus.WAITING.value, runs.c.wake_at <= now)
-        .order_by(runs.c.wake_at)
-        .limit(n),
-    ]
-    found: list[_Candidate] = []
-    for query in queries:
-        if postgres:
-            query = query.with_for_update(skip_locked=True)
-        found.extend(_Candidate(**row) for row in conn.execute(query).mappings())
-    return found
+    params = {"n": n, "now": now}
+    return [_Candidate(**row) for query in _CANDIDATES[postgres] for row in query.rows(conn, params)]
+
+
+_TAKES: dict[frozenset[str], Prepared] = {}
+"""The claiming ``UPDATE``, one per set of extra fields it sets."""
+
+
+def _take_statement(extra: frozenset[str]) -> Prepared:
+    prepared = _TAKES.get(extra)
+    if prepared is None:
+        stmt = (
+            update(runs)
+            .where(
+                runs.c.id == bindparam("p_id"),
+                runs.c.status == bindparam("p_status"),
+                runs.c.lease_token == bindparam("p_token"),
+            )
+            .values(
+                status=RunStatus.RUNNING.value,
+                lease_owner=bindparam("p_owner"),
+                lease_token=runs.c.lease_token + 1,
+                lease_expires_at=bindparam("p_expires"),
+                updated_at=bindparam("p_now"),
+                **{name: bindparam(f"v_{name}") for name in sorted(extra)},
+            )
+            .returning(*runs.c)
+        )
+        prepared = _TAKES[extra] = Prepared(stmt)
+    return prepared
 
 
 def _take(
@@ -150,40 +186,40 @@ def _take(
     now: datetime,
     fields: Mapping[str, Any] | None = None,
 ) -> RunRecord | None:
-    stmt = (
-        update(runs)
-        .where(runs.c.id == run_id, runs.c.status == status, runs.c.lease_token == token)
-        .values(
-            status=RunStatus.RUNNING.value,
-            lease_owner=owner,
-            lease_token=runs.c.lease_token + 1,
-            lease_expires_at=expires,
-            updated_at=now,
-            **dict(fields or {}),
-        )
-        .returning(*runs.c)
-    )
-    row = conn.execute(stmt).mappings().one_or_none()
+    extra = dict(fields or {})
+    params: dict[str, Any] = {f"v_{name}": value for name, value in extra.items()}
+    params.update(p_id=run_id, p_status=status, p_token=token, p_owner=owner, p_expires=expires, p_now=now)
+    row = _take_statement(frozenset(extra)).first(conn, params)
     return None if row is None else run_from_row(row)
 
 
-def _concurrency_limits(conn: Connection, versions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """``(workflow, version) -> concurrency`` for the versions that declare a limit."""
-    pairs = sorted(set(versions))
-    if not pairs:
-        return {}
-    names = sorted({name for name, _ in pairs})
-    rows = conn.execute(
-        select(workflows.c.name, workflows.c.version, workflows.c.definition).where(
-            workflows.c.name.in_(names)
-        )
-    ).mappings()
+_CONCURRENCY: dict[str, int | None] = {}
+"""A definition's ``concurrency`` by its content hash: a version's content never changes, and
+the hash names the content in any database, so this needs no invalidation."""
+
+
+def _concurrency_limits(
+    conn: Connection, versions: Iterable[tuple[str, int, str]]
+) -> dict[tuple[str, int], int]:
+    """``(workflow, version) -> concurrency`` for the versions (name, version, content hash)
+    that declare a limit."""
+    versions = sorted(set(versions))
+    unknown = sorted({(name, version) for name, version, hash in versions if hash not in _CONCURRENCY})
+    if unknown:
+        rows = conn.execute(
+            select(workflows.c.name, workflows.c.version, workflows.c.hash, workflows.c.definition).where(
+                workflows.c.name.in_(sorted({name for name, _ in unknown}))
+            )
+        ).mappings()
+        for row in rows:
+            definition = row["definition"] or {}
+            cap = definition.get("concurrency") if isinstance(definition, dict) else None
+            _CONCURRENCY[row["hash"]] = cap if isinstance(cap, int) else None
     limits: dict[tuple[str, int], int] = {}
-    for row in rows:
-        definition = row["definition"] or {}
-        cap = definition.get("concurrency") if isinstance(definition, dict) else None
-        if isinstance(cap, int) and (row["name"], row["version"]) in pairs:
-            limits[(row["name"], row["version"])] = cap
+    for name, version, hash in versions:
+        cap = _CONCURRENCY.get(hash)
+        if cap is not None:
+            limits[(name, version)] = cap
     return limits
 
 

@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import RowMapping, and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
 from trellis.store._dialect import point
+from trellis.store._prepared import Prepared
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import callbacks, events, runs
 from trellis.types import RunStatus
@@ -83,7 +84,7 @@ def run_values(fields: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def run_from_row(row: RowMapping) -> RunRecord:
+def run_from_row(row: Mapping[Any, Any]) -> RunRecord:
     """Build a :class:`RunRecord` from a ``runs`` row."""
     return RunRecord(
         id=row["id"],
@@ -126,17 +127,23 @@ def create(
     Raises:
         sqlalchemy.exc.IntegrityError: duplicate idempotency key, or unregistered workflow.
     """
-    row = conn.execute(runs.insert().values(dict(values)).returning(*runs.c)).mappings().one()
-    conn.execute(events.insert(), dict(first_event))
+    row = _INSERT_RUN.first(conn, values, by_keys=True)
+    assert row is not None
+    _INSERT_EVENT.rows(conn, first_event, by_keys=True)
     if callback is not None:
         conn.execute(callbacks.insert(), dict(callback))
     return run_from_row(row)
 
 
+_INSERT_RUN: Final = Prepared(runs.insert().returning(*runs.c))
+_INSERT_EVENT: Final = Prepared(events.insert())
+_GET: Final = Prepared(select(runs).where(runs.c.id == bindparam("run_id")))
+
+
 @point
 def get(conn: Connection, run_id: str) -> RunRecord | None:
     """The run ``run_id``, if it exists."""
-    row = (conn.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
+    row = _GET.first(conn, {"run_id": run_id})
     return None if row is None else run_from_row(row)
 
 

@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, Final, Literal
@@ -48,12 +47,11 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.expression import ClauseElement
 
 from trellis.store._dialect import P, Runner, T, is_point
 from trellis.store._journal import INSERT_EVENTS, RESERVE, JournalWriter, RunUpdateShape
+from trellis.store._prepared import Compiled, raw_cursor
 from trellis.store._sqlite_saver import is_busy
 
 BUSY_TIMEOUT_MS: Final = 5000
@@ -188,7 +186,7 @@ class SqliteRunner:
         if is_point(fn) and (conn := self._local_connection()) is not None:
             try:
                 return fn(conn, *args, **kwargs)
-            except OperationalError as exc:
+            except OperationalError as exc:  # raised as SQLAlchemy's, also by prepared statements
                 if not is_busy(exc.orig):
                     raise
             finally:
@@ -261,31 +259,6 @@ class SqliteRunner:
         return f"SqliteRunner(url={self._engine.url.render_as_string(hide_password=True)!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A Core statement compiled for pysqlite: SQL text and, per ``?``, its name and processor."""
-
-    sql: str
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
-
-    @classmethod
-    def of(cls, stmt: ClauseElement, dialect: SADialect, keys: Sequence[str] | None = None) -> _Compiled:
-        compiled = stmt.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
-        assert isinstance(compiled, SQLCompiler)
-        assert compiled.positiontup is not None, "pysqlite compiles to positional parameters"
-        binds = tuple(
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
-        )
-        return cls(compiled.string, binds)
-
-    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        """Positional parameters for ``values``, converted as SQLAlchemy would."""
-        return tuple(
-            values[name] if process is None else process(values[name]) for name, process in self.binds
-        )
-
-
 class SqliteJournalWriter(JournalWriter):
     """Runs the hot statements of ``record()`` straight on the ``sqlite3`` cursor.
 
@@ -297,9 +270,9 @@ class SqliteJournalWriter(JournalWriter):
 
     def __init__(self, dialect: SqliteDialect) -> None:
         super().__init__(dialect)
-        self._compiled: dict[object, _Compiled] = {}
+        self._compiled: dict[object, Compiled] = {}
 
-    def _statement(self, conn: Connection, key: object, build: Callable[[SADialect], _Compiled]) -> _Compiled:
+    def _statement(self, conn: Connection, key: object, build: Callable[[SADialect], Compiled]) -> Compiled:
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = build(conn.dialect)
@@ -307,13 +280,11 @@ class SqliteJournalWriter(JournalWriter):
 
     @staticmethod
     def _cursor(conn: Connection) -> Any:
-        dbapi_connection = conn.connection.dbapi_connection
-        assert dbapi_connection is not None
-        return dbapi_connection.cursor()
+        return raw_cursor(conn)
 
     def execute_reserve(self, conn: Connection, params: Mapping[str, Any]) -> int | None:
         """``UPDATE runs ... RETURNING last_seq`` on the raw cursor."""
-        compiled = self._statement(conn, "reserve", lambda d: _Compiled.of(RESERVE, d))
+        compiled = self._statement(conn, "reserve", lambda d: Compiled.of(RESERVE, d))
         cursor = self._cursor(conn)
         try:
             row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
@@ -325,7 +296,7 @@ class SqliteJournalWriter(JournalWriter):
         self, conn: Connection, shape: RunUpdateShape, params: Mapping[str, Any]
     ) -> int | None:
         """The run update (fields, event reservation, fence) on the raw cursor."""
-        compiled = self._statement(conn, ("run", shape), lambda d: _Compiled.of(self.run_update(shape), d))
+        compiled = self._statement(conn, ("run", shape), lambda d: Compiled.of(self.run_update(shape), d))
         cursor = self._cursor(conn)
         try:
             row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
@@ -335,7 +306,7 @@ class SqliteJournalWriter(JournalWriter):
 
     def execute_insert_events(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """``executemany`` of the event inserts on the raw cursor."""
-        compiled = self._statement(conn, "events", lambda d: _Compiled.of(INSERT_EVENTS, d, list(rows[0])))
+        compiled = self._statement(conn, "events", lambda d: Compiled.of(INSERT_EVENTS, d, list(rows[0])))
         cursor = self._cursor(conn)
         try:
             cursor.executemany(compiled.sql, [compiled.params(row) for row in rows])
@@ -345,7 +316,7 @@ class SqliteJournalWriter(JournalWriter):
     def execute_upsert(self, conn: Connection, given: frozenset[str], row: Mapping[str, Any]) -> None:
         """The node-state upsert for ``given`` on the raw cursor."""
         compiled = self._statement(
-            conn, given, lambda d: _Compiled.of(self.node_state_upsert(given), d, list(row))
+            conn, given, lambda d: Compiled.of(self.node_state_upsert(given), d, list(row))
         )
         cursor = self._cursor(conn)
         try:

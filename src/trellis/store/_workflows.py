@@ -8,13 +8,15 @@ or get consecutive numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast, get_args
+from typing import Any, Final, cast, get_args
 
-from sqlalchemy import RowMapping, func, literal, select
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.engine import Connection
 
 from trellis.store._dialect import point
+from trellis.store._prepared import Prepared
 from trellis.store.records import WorkflowKind, WorkflowRecord
 from trellis.store.schema import JSONDocument, UTCDateTime, workflows
 
@@ -28,7 +30,7 @@ def check_kind(kind: str) -> WorkflowKind:
     return cast(WorkflowKind, kind)
 
 
-def workflow_from_row(row: RowMapping) -> WorkflowRecord:
+def workflow_from_row(row: Mapping[Any, Any]) -> WorkflowRecord:
     """Build a :class:`WorkflowRecord` from a ``workflows`` row."""
     return WorkflowRecord(
         name=row["name"],
@@ -121,15 +123,26 @@ def register(
     return record, True
 
 
+_LATEST: Final = Prepared(
+    select(workflows)
+    .where(workflows.c.name == bindparam("name"))
+    .order_by(workflows.c.version.desc())
+    .limit(1)
+)
+_VERSION: Final = Prepared(
+    select(workflows).where(
+        workflows.c.name == bindparam("name"), workflows.c.version == bindparam("version")
+    )
+)
+
+
 @point
 def get(conn: Connection, name: str, version: int | None) -> WorkflowRecord | None:
     """Version ``version`` of ``name`` (the latest when ``None``)."""
-    stmt = select(workflows).where(workflows.c.name == name)
     if version is None:
-        stmt = stmt.order_by(workflows.c.version.desc()).limit(1)
+        row = _LATEST.first(conn, {"name": name})
     else:
-        stmt = stmt.where(workflows.c.version == version)
-    row = (conn.execute(stmt)).mappings().first()
+        row = _VERSION.first(conn, {"name": name, "version": version})
     return None if row is None else workflow_from_row(row)
 
 
