@@ -18,6 +18,7 @@ in its own process so that none of its work is in the numbers):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import cProfile
 import inspect
@@ -41,6 +42,7 @@ LOOP = "event loop (main thread)"
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("/uvicorn/", "uvicorn (HTTP server, ASGI glue)"),
     ("/h11/", "h11 (HTTP/1.1 parsing and writing)"),
+    ("httptools", "httptools (HTTP/1.1 parsing, compiled)"),
     ("/starlette/", "starlette (routing, middleware, responses)"),
     ("/fastapi/", "fastapi (dependencies, validation, serialisation)"),
     ("/anyio/", "anyio"),
@@ -52,13 +54,13 @@ IDLE = "event loop waiting in poll()"
 
 STAGES: tuple[tuple[str, str, str], ...] = (
     # (label, file suffix, function): cumulative event-loop time; the indent shows what nests in what
-    ("HTTP request task, whole (uvicorn run_asgi)", "uvicorn/protocols/http/h11_impl.py", "run_asgi"),
+    ("HTTP request task, whole (uvicorn run_asgi)", "uvicorn/protocols/http/httptools_impl.py", "run_asgi"),
     ("  access middleware: authenticate the key", "trellis/auth/_keys.py", "authenticate"),
     ("  access middleware: audit row of the POST", "trellis/api/_access.py", "_audit"),
     ("  route create_run", "trellis/api/_runs.py", "create_run"),
     ("    Engine.submit (resolve, create_run, wake)", "trellis/runtime/_engine.py", "submit"),
     ("    wait_until_settled (bus, get_run)", "trellis/api/_runs.py", "wait_until_settled"),
-    ("HTTP bytes in, outside the request task (data_received)", "h11_impl.py", "data_received"),
+    ("HTTP bytes in, outside the request task (data_received)", "httptools_impl.py", "data_received"),
     ("worker loop (claim_runs, idle waits)", "trellis/queue/__init__.py", "run"),
     ("worker: Executor.execute_claimed, whole", "trellis/runtime/_execute.py", "execute_claimed"),
     ("  Engine.compiled (cache lookup)", "trellis/runtime/_engine.py", "compiled"),
@@ -74,7 +76,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 )
 
 COUNTS: tuple[tuple[str, str, str], ...] = (
-    # (label, file suffix or "~", function): exact call counts (plain functions and builtins only)
+    # (label, file suffix or "~", function): exact call counts (plain functions and builtins only).
+    # The loop's own counts exist only on asyncio's loop: uvloop's is compiled, cProfile sees nothing.
     ("event-loop iterations", "~", "<method 'poll' of 'select.epoll' objects>"),
     ("callbacks run by the loop", "asyncio/events.py", "_run"),
     ("tasks created", "asyncio/base_events.py", "create_task"),
@@ -207,7 +210,8 @@ def _exact_counts(stats: dict[Any, Any], runs: int) -> dict[str, float]:
             for (filename, _, name), row in stats.items()
             if name == function and (filename == suffix if suffix == "~" else filename.endswith(suffix))
         )
-        counts[label] = rounded(calls / runs, 1)
+        if calls:
+            counts[label] = rounded(calls / runs, 1)
     aiosqlite = sum(
         edge[1]
         for (filename, _, name), row in stats.items()
@@ -215,7 +219,8 @@ def _exact_counts(stats: dict[Any, Any], runs: int) -> dict[str, float]:
         for (caller, _, _), edge in row[4].items()
         if "/aiosqlite/" in caller
     )
-    counts["hops to the checkpointer's aiosqlite thread"] = rounded(aiosqlite / runs, 1)
+    if aiosqlite:
+        counts["hops to the checkpointer's aiosqlite thread"] = rounded(aiosqlite / runs, 1)
     return counts
 
 
@@ -252,6 +257,7 @@ async def profile_service(
             "share": rounded(seconds / busy),
         }
     report: dict[str, Any] = {
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "runs": runs,
         "concurrency": concurrency,
         "runs_per_second": rounded(block.runs_per_second),
@@ -310,6 +316,7 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
         f"    CPU per run, unprofiled: {total:.2f} ms = "
         + " + ".join(f"{ms:.2f} {name}" for name, ms in threads.items() if ms > 0),
         f"    so the process used {total * rate / 1000:.2f} of {os.cpu_count()} CPUs and its event loop "
+        f"({profile.get('event_loop', 'asyncio')}) "
         f"was busy {loop * rate / 1000:.0%} of the time (one GIL serialises the loop and the threads)",
         "    store calls per run: "
         + ", ".join(f"{name} {count:g}" for name, count in profile["store_calls_per_run"].items()),

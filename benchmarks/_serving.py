@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from benchmarks._graphs import LinearState, linear_definition, thread, tools
 from benchmarks._load import Block, RunFailed, callers
+from trellis._loop import freeze_startup_heap
 from trellis.api import ApiSettings, create_app
 from trellis.api._runs import wait_until_settled
 from trellis.config import Settings
@@ -103,6 +104,7 @@ async def serving(database_url: str) -> AsyncIterator[Service]:
         )
         server = _Server(config)
         worker = Worker(engine, concurrency=WORKER_SLOTS)
+        freeze_startup_heap()  # as `trellis serve` does once started
         worker_task = asyncio.create_task(worker.run(grace_seconds=5))
         server_task = asyncio.create_task(server.serve())
         try:

@@ -19,7 +19,6 @@ spike lands on all of them rather than on one.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,6 +42,7 @@ from benchmarks._graphs import (
     tools,
 )
 from benchmarks._harness import Result, Stats, Target, percentile, rounded, settle
+from trellis import _loop
 from trellis.config import Settings
 from trellis.runtime import Engine
 
@@ -260,8 +260,8 @@ def fanout_details(result: Result) -> list[str]:
 
 
 def run_linear(reps: int = REPS, runs: int = RUNS_PER_REP) -> Result:
-    return asyncio.run(linear(reps, runs))
+    return _loop.run(linear(reps, runs))  # the loop `trellis run` uses, for both sides
 
 
 def run_fanout(reps: int = FANOUT_REPS) -> Result:
-    return asyncio.run(fanout(reps))
+    return _loop.run(fanout(reps))

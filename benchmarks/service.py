@@ -31,7 +31,6 @@ concurrency-16 case runs again to show where a run's time goes (:mod:`benchmarks
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from collections import Counter
@@ -60,6 +59,7 @@ from benchmarks._serving import (
     serving,
 )
 from benchmarks.runtime import tuned_saver
+from trellis import _loop
 
 CONCURRENCY = 16
 C1, C16 = "c1", f"c{CONCURRENCY}"
@@ -426,4 +426,5 @@ async def measure(sizes: Sizes) -> list[Result | Skipped]:
 
 
 def run(quick: bool = False) -> list[Result | Skipped]:
-    return asyncio.run(measure(QUICK if quick else Sizes()))
+    # The loop `trellis serve` runs on (uvloop unless TRELLIS_EVENT_LOOP=asyncio), for both sides.
+    return _loop.run(measure(QUICK if quick else Sizes()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -120,8 +119,10 @@ def fail(message: str, code: int) -> NoReturn:
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine, mapping Trellis errors to a message and the fitting exit code."""
+    from trellis import _loop
+
     try:
-        return asyncio.run(factory())
+        return _loop.run(factory())
     except DefinitionError as exc:
         for diagnostic in exc.details.get("diagnostics", []):
             err_console.print(_diagnostic_line(diagnostic), highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from trellis._loop import freeze_startup_heap
 from trellis.cli._common import EXIT_INVALID, STATE, err_console, fail, run_async
 from trellis.cli._triggers import start_triggers, stop_triggers
 from trellis.config import Settings
@@ -220,6 +221,7 @@ def serve(
             pruning = _start_retention(engine, settings)
             server = Server(config)
             worker = None if no_worker else _worker_class()(engine, concurrency=concurrency)
+            freeze_startup_heap()
             task = None if worker is None else asyncio.create_task(worker.run(grace_seconds=grace))
             triggers = start_triggers(engine, settings)  # schedules, callbacks, bus (issue 7)
 
@@ -274,6 +276,7 @@ def worker(
                 # from any API process's /metrics.
                 start_http_server(metrics_port, addr="127.0.0.1", registry=engine.instruments.registry)
             runner = worker_class(engine, concurrency=concurrency)
+            freeze_startup_heap()
             task = asyncio.create_task(runner.run(grace_seconds=grace))
             err_console.print(f"trellis worker {engine.owner}: {concurrency} slots", highlight=False)
             triggers = start_triggers(engine, settings)  # schedules, callbacks, bus (issue 7)

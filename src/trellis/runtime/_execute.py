@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM_MODES: list[StreamMode] = ["tasks", "updates", "custom", "values"]
+"""What a run's graph streams: ``custom`` carries the node wrapper's lifecycle events, ``updates``
+interrupts and replayed writes, ``values`` the final state, and ``tasks`` the node starts and
+results of graphs whose nodes Trellis did not wrap (Python workflows)."""
+WRAPPED_STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
+"""The same for a graph of wrapped nodes (every DSL workflow): they report their own lifecycle."""
 COMMAND_POLL_SECONDS = 0.2
 """How often an execution looks for commands when no notification tells it sooner."""
 WATCHER_STOP_SECONDS = 2.0
@@ -305,7 +310,7 @@ class Executor:
         async for namespace, mode, chunk in compiled.graph.astream(
             graph_input,
             config,
-            stream_mode=STREAM_MODES,
+            stream_mode=WRAPPED_STREAM_MODES if compiled.wraps_nodes else STREAM_MODES,
             subgraphs=True,
             durability="sync",
             control=control,
