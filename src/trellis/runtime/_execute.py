@@ -26,7 +26,7 @@ import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
-from langgraph.types import Command, StreamMode
+from langgraph.types import Command, StateSnapshot, StreamMode
 
 from trellis.errors import Conflict, PreflightFailed, as_workflow_error
 from trellis.nodes._context import SERVICES_KEY
@@ -360,7 +360,22 @@ class Executor:
                 NewEvent("run.failed", node=problem.get("node"), data={"error": problem}),
                 {"status": RunStatus.FAILED.value, "error": problem, "finished_at": now(), **_released()},
             )
-        snapshot = await compiled.graph.aget_state(config)
+        # A graph that streamed no interrupt ran to its end: its last ``values`` chunk is the final
+        # state, and the checkpoint need not be read back.
+        values = tracker.values
+        if tracker.interrupted or values is None:
+            snapshot = await compiled.graph.aget_state(config)
+            parked = self._parked(snapshot)
+            if parked is not None:
+                return parked
+            if values is None:
+                values = snapshot.values
+        return self._finished(compiled, values, run)
+
+    @staticmethod
+    def _parked(snapshot: StateSnapshot) -> _Outcome | None:
+        """The outcome of a graph that stopped before its end (an interrupt or a step);
+        ``None`` when it did reach its end after all."""
         if snapshot.interrupts:
             parked_at = now()
             interrupts = [{"id": i.id, **_as_dict(i.value)} for i in snapshot.interrupts]
@@ -382,7 +397,11 @@ class Executor:
                 NewEvent("run.paused", data=parked),
                 {"status": RunStatus.PAUSED.value, "parked": parked, **_released()},
             )
-        values = tracker.values if tracker.values is not None else snapshot.values
+        return None
+
+    @staticmethod
+    def _finished(compiled: CompiledWorkflow, values: Any, run: RunRecord) -> _Outcome:
+        """The outcome of a graph that ran to its end with the final state ``values``."""
         try:
             output = compiled.final_output(values, run.input)
         except Exception as exc:
