@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import make_url, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import Conflict, NotFound, ValidationError
 from trellis.store import NewEvent, NodeStateUpdate, RunRecord, Store, WorkflowRecord, open_store
+from trellis.store._pg import libpq_url
 from trellis.store.schema import runs
 from trellis.types import EventType, RunStatus
 
@@ -276,6 +278,21 @@ class TestRuns:
         stored = await store.get_run(run.id)
         assert stored is not None
         assert stored.last_seq == cancelled.last_seq == 2
+
+    async def test_a_new_run_wakes_listeners_as_it_commits(
+        self, store: Store, workflow: WorkflowRecord, database_url: str
+    ) -> None:
+        """On PostgreSQL the queue's notification rides in the run's own transaction."""
+        if store.dialect != "postgresql":
+            pytest.skip("SQLite has no notifications: its one process wakes its worker in memory")
+        listener = await psycopg.AsyncConnection.connect(libpq_url(make_url(database_url)), autocommit=True)
+        try:
+            await listener.execute("LISTEN trellis_test_queue")
+            run = await new_run(store, workflow, wake_channel="trellis_test_queue")
+            notifies = listener.notifies(timeout=5, stop_after=1)
+            assert [n.payload async for n in notifies] == [run.id]
+        finally:
+            await listener.close()
 
 
 class TestListRuns:

@@ -415,8 +415,9 @@ class Engine:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             callback=callback,
+            wake_channel=QUEUE_CHANNEL,  # other processes' workers, as _queued() tells them
         )
-        await self._queued(run.id)
+        self.wakeup.set()
         return run
 
     async def execute(self, run_id: str, *, follow_timers: bool = False) -> RunRecord:

@@ -120,6 +120,12 @@ class Runner(Protocol):
         """Run ``fn(conn, *args, **kwargs)`` in a write transaction, committed if it returns."""
         ...
 
+    async def write_statement(
+        self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn``, a write of ONE statement (atomic by itself), needing no transaction."""
+        ...
+
     async def close(self) -> None:
         """Wait for work in flight, then close every connection."""
         ...

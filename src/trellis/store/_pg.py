@@ -63,6 +63,12 @@ class PostgresRunner:
         async with self._engine.begin() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
 
+    async def write_statement(
+        self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn``, one statement, in autocommit: no ``BEGIN`` and ``COMMIT`` round trips."""
+        return await self.read(fn, *args, **kwargs)
+
     async def close(self) -> None:
         """Close every pooled connection."""
         await self._engine.dispose()

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
@@ -118,6 +118,7 @@ def create(
     values: Mapping[str, Any],
     first_event: Mapping[str, Any],
     callback: Mapping[str, Any] | None = None,
+    wake: tuple[str, str] | None = None,
 ) -> RunRecord:
     """Insert a run row from column ``values`` with its first event row (and its ``callbacks``
     row, when given); the run as stored.
@@ -132,6 +133,8 @@ def create(
     _INSERT_EVENT.rows(conn, first_event, by_keys=True)
     if callback is not None:
         conn.execute(callbacks.insert(), dict(callback))
+    if wake is not None:  # PostgreSQL: delivered when the transaction commits
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": wake[0], "p": wake[1]})
     return run_from_row(row)
 
 

@@ -219,6 +219,12 @@ class SqliteRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, partial(self._write, fn, *args, **kwargs))
 
+    async def write_statement(
+        self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A write like any other: its ``BEGIN IMMEDIATE`` is what finds a locked file at once."""
+        return await self.write(fn, *args, **kwargs)
+
     def _read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         with self._engine.connect() as conn:
             return fn(conn, *args, **kwargs)

@@ -183,11 +183,14 @@ class Store:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         callback: Mapping[str, Any] | None = None,
+        wake_channel: str | None = None,
     ) -> RunRecord:
         """Create a queued run of a registered workflow version and log ``run.queued`` (seq 1).
 
         ``callback`` (``{url, secret?, events?}``) is stored in the same transaction, so a run that
         exists always has the callback it was created with (see :mod:`trellis.triggers`).
+        ``wake_channel``: on PostgreSQL, a notification channel told the new run's id as the
+        transaction commits (as :meth:`notify` would, without a transaction of its own).
 
         Raises:
             NotFound: ``workflow`` version ``version`` is not registered.
@@ -233,7 +236,8 @@ class Store:
                 "updated_at": now,
             }
         try:
-            return await self._runner.write(_runs.create, values, queued, delivery)
+            wake = (wake_channel, run_id) if wake_channel and self.dialect == "postgresql" else None
+            return await self._runner.write(_runs.create, values, queued, delivery, wake)
         except IntegrityError as exc:
             await self._explain_create_failure(exc, workflow, version, idempotency_key)
             raise
@@ -450,7 +454,7 @@ class Store:
             "run_id": run_id,
             "status": status,
         }
-        await self._runner.write(_access.insert_audit, values)
+        await self._runner.write_statement(_access.insert_audit, values)
 
     async def list_audit(
         self, *, run_id: str | None = None, after: int = 0, limit: int = 100
