@@ -83,6 +83,14 @@ class TestSseReplay:
         assert resumed[0]["id"] == "3"
         assert parse_sse((await client.get(url, params={"after": 999})).text) == []
 
+    async def test_an_unknown_run_is_a_404_problem_before_any_frame(self, client: httpx.AsyncClient) -> None:
+        """The replay's first page is read before the run: an empty one must still find no run."""
+        for params in ({}, {"after": 5}):
+            response = await client.get("/v1/runs/no-such-run/stream", params=params)
+            assert response.status_code == 404
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "no-such-run" in response.json()["detail"]
+
     @pytest.mark.parametrize(("headers", "params"), [({"Last-Event-ID": "abc"}, {}), ({}, {"after": "-1"})])
     async def test_a_bad_resume_point_is_a_422(
         self, client: httpx.AsyncClient, worker: Worker, headers: dict[str, str], params: dict[str, str]

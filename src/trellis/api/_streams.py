@@ -35,7 +35,7 @@ from trellis.api._app import ApiContext, context
 from trellis.api._problems import json_default
 from trellis.auth import Forbidden, Permission
 from trellis.errors import ValidationError, WorkflowError
-from trellis.store import EventRecord
+from trellis.store import EventRecord, RunRecord
 
 router = APIRouter(tags=["streams"])
 log = logging.getLogger("trellis.api")
@@ -44,43 +44,70 @@ TERMINAL_EVENTS: Final = frozenset({"run.succeeded", "run.failed", "run.cancelle
 REPLAY_PAGE: Final = 500
 
 
-async def _finished(ctx: ApiContext, run_id: str, last: int) -> bool:
+async def _run_now(ctx: ApiContext, run_id: str) -> RunRecord:
     # Shielded: a client that hangs up after the terminal frame cancels this stream, and a
     # cancelled query in flight makes psycopg close its pooled connection.
-    run = await asyncio.shield(ctx.engine.get_run(run_id))
-    return run.status.terminal and run.last_seq <= last
+    return await asyncio.shield(ctx.engine.get_run(run_id))
 
 
-async def follow(ctx: ApiContext, run_id: str, after: int) -> AsyncIterator[EventRecord | None]:
+async def first_page(ctx: ApiContext, run_id: str, after: int) -> list[EventRecord]:
+    """The first events a stream replays; raises ``NotFound`` (before any answer) for no such run.
+
+    Read before the run itself: a run that has events exists, so the common case costs one query.
+    """
+    page = await ctx.engine.store.list_events(run_id, after=after, limit=REPLAY_PAGE)
+    if not page:
+        await ctx.engine.get_run(run_id)
+    return page
+
+
+async def follow(
+    ctx: ApiContext, run_id: str, after: int, replayed: list[EventRecord] | None = None
+) -> AsyncIterator[EventRecord | None]:
     """Events of ``run_id`` with ``seq > after``, each once and in order, until the run finished.
 
-    Yields ``None`` whenever ``stream_poll_seconds`` passed without an event, so the caller can
-    send keep-alives. Ends early when the server shuts down (:meth:`ApiContext.close_streams`).
+    ``replayed``: the first page of the replay, already read (:func:`first_page`). Yields
+    ``None`` whenever ``stream_poll_seconds`` passed without an event, so the caller can send
+    keep-alives. Ends early when the server shuts down (:meth:`ApiContext.close_streams`).
     """
     subscribers = ctx.engine.instruments.stream_subscribers
     subscribers.inc()
     try:
-        async for item in _follow(ctx, run_id, after):
+        async for item in _follow(ctx, run_id, after, replayed):
             yield item
     finally:
         subscribers.dec()
 
 
-async def _follow(ctx: ApiContext, run_id: str, after: int) -> AsyncIterator[EventRecord | None]:
+async def _follow(
+    ctx: ApiContext, run_id: str, after: int, replayed: list[EventRecord] | None
+) -> AsyncIterator[EventRecord | None]:
     engine, store = ctx.engine, ctx.engine.store
     last = after
     async with engine.bus.subscribe(run_id) as live:
-        replay = True
+        replay, reread = True, False
         while not ctx.closing.is_set():
             if replay:
+                read_some = False
                 while True:
-                    page = await store.list_events(run_id, after=last, limit=REPLAY_PAGE)
+                    if replayed is not None:
+                        page, replayed = replayed, None
+                    else:
+                        page = await store.list_events(run_id, after=last, limit=REPLAY_PAGE)
                     for event in page:
                         yield event
                         last = event.seq
+                        read_some = True
                     if len(page) < REPLAY_PAGE:
                         break
-                if await _finished(ctx, run_id, last):
+                run = await _run_now(ctx, run_id)
+                if run.last_seq > last and (read_some or not reread):
+                    # Written since that page was read (perhaps before the live feed began). A
+                    # re-read that finds nothing means the gap is gone for good (pruned events).
+                    reread = True
+                    continue
+                reread = False
+                if run.status.terminal:
                     return
                 replay = False
             try:
@@ -97,8 +124,10 @@ async def _follow(ctx: ApiContext, run_id: str, after: int) -> AsyncIterator[Eve
                 continue
             yield received
             last = received.seq
-            if received.type in TERMINAL_EVENTS and await _finished(ctx, run_id, last):
-                return
+            if received.type in TERMINAL_EVENTS:
+                run = await _run_now(ctx, run_id)
+                if run.status.terminal and run.last_seq <= last:
+                    return
 
 
 def sse_frame(event: EventRecord) -> str:
@@ -134,14 +163,14 @@ async def stream(
 ) -> StreamingResponse:
     """Replays from ``Last-Event-ID`` (or ``?after=``), then tails live; ends after the run finished."""
     start = _resume_point(last_event_id, after)
-    await ctx.engine.get_run(run_id)  # 404 before the stream starts
+    replayed = await first_page(ctx, run_id, start)  # 404 before the stream starts
     keep_alive = ctx.settings.keep_alive_seconds
 
     async def frames() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         yield "retry: 1000\n\n"
         written = loop.time()
-        async for event in follow(ctx, run_id, start):
+        async for event in follow(ctx, run_id, start, replayed):
             if event is not None:
                 yield sse_frame(event)
                 written = loop.time()
@@ -157,8 +186,8 @@ async def _send_events(websocket: WebSocket, ctx: ApiContext, run_id: str, after
     try:
         if not caller(websocket).can(Permission.READ):
             raise Forbidden(f"{caller(websocket).name!r} may not read runs")
-        await ctx.engine.get_run(run_id)
-        async for event in follow(ctx, run_id, after):
+        replayed = await first_page(ctx, run_id, after)
+        async for event in follow(ctx, run_id, after, replayed):
             if event is not None:
                 await websocket.send_text(json.dumps(event.to_dict(), default=json_default))
     except WorkflowError as exc:
