@@ -279,20 +279,21 @@ class TestRuns:
         assert stored is not None
         assert stored.last_seq == cancelled.last_seq == 2
 
-    async def test_a_new_run_wakes_listeners_as_it_commits(
-        self, store: Store, workflow: WorkflowRecord, database_url: str
-    ) -> None:
-        """On PostgreSQL the queue's notification rides in the run's own transaction."""
-        if store.dialect != "postgresql":
-            pytest.skip("SQLite has no notifications: its one process wakes its worker in memory")
-        listener = await psycopg.AsyncConnection.connect(libpq_url(make_url(database_url)), autocommit=True)
+    @pytest.mark.postgres
+    async def test_a_new_run_wakes_listeners_as_it_commits(self, pg_url: str) -> None:
+        """On PostgreSQL the queue's notification rides in the run's own transaction (SQLite has
+        none: its one process wakes its worker in memory)."""
+        store = await open_store(pg_url)
+        listener = await psycopg.AsyncConnection.connect(libpq_url(make_url(pg_url)), autocommit=True)
         try:
+            record, _ = await store.put_workflow(name="w", hash="h", kind="dsl", definition={}, source=None)
             await listener.execute("LISTEN trellis_test_queue")
-            run = await new_run(store, workflow, wake_channel="trellis_test_queue")
+            run = await new_run(store, record, wake_channel="trellis_test_queue")
             notifies = listener.notifies(timeout=5, stop_after=1)
             assert [n.payload async for n in notifies] == [run.id]
         finally:
             await listener.close()
+            await store.close()
 
 
 class TestListRuns:
