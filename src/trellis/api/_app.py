@@ -55,10 +55,19 @@ class ApiContext:
         self.closing.set()
 
 
-def context(connection: HTTPConnection) -> ApiContext:
-    """The :class:`ApiContext` of the app serving ``connection`` (a FastAPI dependency)."""
+def api_context(connection: HTTPConnection) -> ApiContext:
+    """The :class:`ApiContext` of the app serving ``connection``."""
     ctx: ApiContext = connection.app.state.trellis
     return ctx
+
+
+async def context(connection: HTTPConnection) -> ApiContext:
+    """:func:`api_context` as a FastAPI dependency.
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency on a worker
+    thread, a hand-off per request for an attribute read.
+    """
+    return api_context(connection)
 
 
 def create_app(engine: Engine, *, settings: ApiSettings | None = None) -> FastAPI:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trellis.api._app import context
+from trellis.api._app import api_context
 from trellis.observability import CONTENT_TYPE, Metrics
 
 router = APIRouter()
@@ -19,7 +19,7 @@ def app_metrics(request: Request) -> Metrics:
     """The :class:`Metrics` of the app serving ``request`` (made on first use)."""
     metrics: Metrics | None = getattr(request.app.state, "trellis_metrics", None)
     if metrics is None:
-        engine = context(request).engine
+        engine = api_context(request).engine
         metrics = Metrics(engine.store, registry=engine.instruments.registry)
         request.app.state.trellis_metrics = metrics
     return metrics
