@@ -190,7 +190,8 @@ class SqliteRunner:
                 if not is_busy(exc.orig):
                     raise
             finally:
-                conn.rollback()
+                if conn.in_transaction():  # SQLAlchemy's own bookkeeping (no statement is sent)
+                    conn.rollback()
             self.fallbacks += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, partial(self._read, fn, *args, **kwargs))
@@ -201,15 +202,27 @@ class SqliteRunner:
         """Run ``fn`` inside ``BEGIN IMMEDIATE ... COMMIT``: inline when it is a point operation
         and the write lock is free at once, else on the writer thread."""
         if is_point(fn) and (conn := self._local_connection()) is not None:
+            # BEGIN and COMMIT go straight to the driver: through SQLAlchemy they cost more than
+            # the transaction's own statements. Its bookkeeping is settled after, if fn used it.
+            dbapi_connection = conn.connection.dbapi_connection
+            assert dbapi_connection is not None
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except OperationalError as exc:
-                conn.rollback()
-                if not is_busy(exc.orig):
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
                     raise
                 self.fallbacks += 1
             else:
-                result = self._transaction(conn, fn, *args, **kwargs)
+                try:
+                    result = fn(conn, *args, **kwargs)
+                except BaseException:
+                    dbapi_connection.rollback()
+                    if conn.in_transaction():
+                        conn.rollback()
+                    raise
+                dbapi_connection.commit()
+                if conn.in_transaction():
+                    conn.commit()
                 self._local_commits += 1
                 if self._local_commits % CHECKPOINT_EVERY_COMMITS == 0:
                     # The loop's connection does not checkpoint the WAL (it would block the loop
