@@ -85,10 +85,9 @@ async def _follow(
     engine, store = ctx.engine, ctx.engine.store
     last = after
     async with engine.bus.subscribe(run_id) as live:
-        replay, reread = True, False
+        replay, reread_after = True, None
         while not ctx.closing.is_set():
             if replay:
-                read_some = False
                 while True:
                     if replayed is not None:
                         page, replayed = replayed, None
@@ -97,16 +96,14 @@ async def _follow(
                     for event in page:
                         yield event
                         last = event.seq
-                        read_some = True
                     if len(page) < REPLAY_PAGE:
                         break
                 run = await _run_now(ctx, run_id)
-                if run.last_seq > last and (read_some or not reread):
+                if run.last_seq > last and last != reread_after:
                     # Written since that page was read (perhaps before the live feed began). A
                     # re-read that finds nothing means the gap is gone for good (pruned events).
-                    reread = True
+                    reread_after = last
                     continue
-                reread = False
                 if run.status.terminal:
                     return
                 replay = False
