@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql.dml import Insert
 
@@ -77,6 +77,15 @@ def dialect_name(url: URL) -> DialectName:
     if name == "postgresql":
         return "postgresql"
     raise ValueError(f"unsupported database {name!r} in {mask_url(url)!r}")
+
+
+_PG_NOTIFY = text("SELECT pg_notify(:c, :p)")
+
+
+def pg_notify(conn: Connection, channel: str, payload: str) -> None:
+    """PostgreSQL ``NOTIFY`` of ``payload`` on ``channel``, delivered when ``conn``'s transaction
+    commits (at once in autocommit)."""
+    conn.execute(_PG_NOTIFY, {"c": channel, "p": payload})
 
 
 _POINT_OPERATIONS: set[Callable[..., object]] = set()
@@ -177,5 +186,6 @@ __all__ = [
     "is_point",
     "mask_url",
     "normalize_url",
+    "pg_notify",
     "point",
 ]

@@ -17,13 +17,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Integer, RowMapping, bindparam, select, text, update
+from sqlalchemy import BigInteger, Integer, RowMapping, bindparam, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert, Update
 
 from trellis.errors import Conflict, NotFound
 from trellis.store import _queue
-from trellis.store._dialect import Dialect, point
+from trellis.store._dialect import Dialect, pg_notify, point
 from trellis.store._prepared import Prepared
 from trellis.store._runs import run_values
 from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate, RunRecord
@@ -32,8 +31,7 @@ from trellis.store.schema import node_states as node_states_table
 from trellis.store.schema import runs
 from trellis.types import NodeStatus
 
-# Built once: the common statements of the hot path skip SQLAlchemy's statement construction.
-RESERVE: Final = (
+_RESERVE: Final = Prepared(
     update(runs)
     .where(runs.c.id == bindparam("p_run_id"))
     .values(last_seq=runs.c.last_seq + bindparam("p_count", type_=BigInteger), updated_at=bindparam("p_now"))
@@ -41,7 +39,7 @@ RESERVE: Final = (
 )
 """``UPDATE runs SET last_seq = last_seq + :p_count ... RETURNING last_seq``."""
 
-INSERT_EVENTS: Final = events_table.insert()
+_INSERT_EVENTS: Final = Prepared(events_table.insert())
 """Executed with one parameter set per event (executemany)."""
 
 RunUpdateShape = tuple[frozenset[str], bool, bool]
@@ -52,11 +50,12 @@ NODE_STATE_DEFAULTS: Final[Mapping[str, Any]] = {"status": NodeStatus.PENDING.va
 
 
 class JournalWriter:
-    """Executes the statements of :func:`record` through SQLAlchemy Core.
+    """Executes the statements of :func:`record`, each a :class:`~trellis.store._prepared.Prepared`
+    statement (on SQLite, run on the raw cursor).
 
-    Also the per-store cache of node-state upserts (one per combination of given fields). A
-    dialect may execute the same statements faster by overriding the three ``execute_*``
-    methods; see ``_sqlite.SqliteJournalWriter``.
+    Also the per-store cache of the statements that vary: the run update (one per shape) and
+    the node-state upsert (one per combination of given fields). A dialect may add to it:
+    :meth:`announce` is PostgreSQL's notification of new events.
     """
 
     origin: str = ""
@@ -64,17 +63,17 @@ class JournalWriter:
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._upserts: dict[frozenset[str], Insert] = {}
-        self._run_updates: dict[RunUpdateShape, Update] = {}
+        self._upserts: dict[frozenset[str], Prepared] = {}
+        self._run_updates: dict[RunUpdateShape, Prepared] = {}
 
-    def run_update(self, shape: RunUpdateShape) -> Update:
+    def run_update(self, shape: RunUpdateShape) -> Prepared:
         """``UPDATE runs SET <fields>, updated_at[, last_seq = last_seq + :p_count] WHERE id
         [AND lease_token = :p_token] RETURNING last_seq``, built once per shape.
 
         Bind names: ``v_<column>`` per field, ``p_run_id``, ``p_now``, ``p_count``, ``p_token``.
         """
-        stmt = self._run_updates.get(shape)
-        if stmt is None:
+        prepared = self._run_updates.get(shape)
+        if prepared is None:
             fields, counted, fenced = shape
             values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=runs.c[k].type) for k in sorted(fields)}
             values["updated_at"] = bindparam("p_now", type_=runs.c.updated_at.type)
@@ -83,46 +82,48 @@ class JournalWriter:
             stmt = update(runs).where(runs.c.id == bindparam("p_run_id")).values(values)
             if fenced:
                 stmt = stmt.where(runs.c.lease_token == bindparam("p_token", type_=BigInteger))
-            stmt = self._run_updates[shape] = stmt.returning(runs.c.last_seq)
-        return stmt
+            prepared = self._run_updates[shape] = Prepared(stmt.returning(runs.c.last_seq))
+        return prepared
 
     def execute_run_update(
         self, conn: Connection, shape: RunUpdateShape, params: Mapping[str, Any]
     ) -> int | None:
         """Run :meth:`run_update`; the run's ``last_seq``, or None when no row matched."""
-        reserved: int | None = conn.execute(self.run_update(shape), dict(params)).scalar_one_or_none()
-        return reserved
+        return _last_seq(self.run_update(shape).first(conn, params))
 
-    def node_state_upsert(self, given: frozenset[str]) -> Insert:
+    def node_state_upsert(self, given: frozenset[str]) -> Prepared:
         """``INSERT`` a node state; on conflict update only the ``given`` fields (and ``updated_at``)."""
-        stmt = self._upserts.get(given)
-        if stmt is None:
+        prepared = self._upserts.get(given)
+        if prepared is None:
             stmt = self._dialect.upsert(
                 node_states_table,
                 index_elements=("run_id", "node"),
                 update=sorted(given | {"updated_at"}),
             )
-            self._upserts[given] = stmt
-        return stmt
+            prepared = self._upserts[given] = Prepared(stmt)
+        return prepared
 
     def execute_reserve(self, conn: Connection, params: Mapping[str, Any]) -> int | None:
-        """Run :data:`RESERVE`; the run's new ``last_seq``, or None if the run does not exist."""
-        reserved: int | None = conn.execute(RESERVE, dict(params)).scalar_one_or_none()
-        return reserved
+        """Run :data:`_RESERVE`; the run's new ``last_seq``, or None if the run does not exist."""
+        return _last_seq(_RESERVE.first(conn, params))
 
     def execute_insert_events(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run :data:`INSERT_EVENTS` for every row (all rows have every column)."""
-        conn.execute(INSERT_EVENTS, [dict(row) for row in rows])
+        """Run :data:`_INSERT_EVENTS` for every row (all rows have every column)."""
+        _INSERT_EVENTS.run_many(conn, rows)
 
     def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
         """Tell other processes the run has new events ``first..last`` (no-op: one process only)."""
 
     def execute_upsert(self, conn: Connection, given: frozenset[str], row: Mapping[str, Any]) -> None:
         """Run :meth:`node_state_upsert` for ``given`` with one row."""
-        conn.execute(self.node_state_upsert(given), dict(row))
+        self.node_state_upsert(given).rows(conn, row, by_keys=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dialect={self._dialect!r})"
+
+
+def _last_seq(row: Mapping[str, Any] | None) -> int | None:
+    return None if row is None else int(row["last_seq"])
 
 
 EVENTS_CHANNEL: Final = "trellis_events"
@@ -139,10 +140,7 @@ class PostgresJournalWriter(JournalWriter):
     """
 
     def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
-        conn.execute(NOTIFY, {"c": EVENTS_CHANNEL, "p": f"{run_id}:{first}:{last}:{self.origin}"})
-
-
-NOTIFY: Final = text("SELECT pg_notify(:c, :p)")
+        pg_notify(conn, EVENTS_CHANNEL, f"{run_id}:{first}:{last}:{self.origin}")
 
 
 @point

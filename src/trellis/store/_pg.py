@@ -9,7 +9,7 @@ lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Concatenate, Final, Literal
+from typing import Any, Concatenate, Final, Literal
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql
@@ -52,9 +52,7 @@ class PostgresRunner:
 
         A read inside ``BEGIN ... ROLLBACK`` would cost two more round trips than its queries.
         """
-        async with self._engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await conn.run_sync(fn, *args, **kwargs)
+        return await self._autocommit(fn, *args, **kwargs)
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -67,7 +65,12 @@ class PostgresRunner:
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn``, one statement, in autocommit: no ``BEGIN`` and ``COMMIT`` round trips."""
-        return await self.read(fn, *args, **kwargs)
+        return await self._autocommit(fn, *args, **kwargs)
+
+    async def _autocommit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await conn.run_sync(fn, *args, **kwargs)
 
     async def close(self) -> None:
         """Close every pooled connection."""

@@ -14,7 +14,8 @@ PostgreSQL, where the round trip and not Python dominates, it goes through ``exe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +80,16 @@ _REQUIRED: Any = object()
 """Marks a parameter the caller must give (as opposed to a literal built into the statement)."""
 
 
-def raw_cursor(conn: Connection) -> Any:
-    """A DBAPI cursor in ``conn``'s current transaction."""
+def driver_connection(conn: Connection) -> Any:
+    """The DBAPI connection under ``conn`` (for SQLite, the ``sqlite3.Connection``)."""
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
-    return dbapi_connection.cursor()
+    return dbapi_connection
+
+
+def raw_cursor(conn: Connection) -> Any:
+    """A DBAPI cursor in ``conn``'s current transaction."""
+    return driver_connection(conn).cursor()
 
 
 class Prepared:
@@ -116,15 +122,9 @@ class Prepared:
             result = conn.execute(self.stmt, dict(params))
             return [dict(row) for row in result.mappings()] if result.returns_rows else []
         compiled = self._for(conn, params, by_keys)
-        cursor = raw_cursor(conn)
-        try:
+        with _raw(conn, compiled) as cursor:
             cursor.execute(compiled.sql, compiled.params(params))
             return [compiled.row(raw) for raw in cursor.fetchall()] if compiled.columns else []
-        except sqlite3.Error as exc:
-            # The same exception classes as through SQLAlchemy (IntegrityError, OperationalError).
-            raise DBAPIError.instance(compiled.sql, None, exc, sqlite3.Error) from exc
-        finally:
-            cursor.close()
 
     def first(
         self, conn: Connection, params: Mapping[str, Any], *, by_keys: bool = False
@@ -132,3 +132,25 @@ class Prepared:
         """Execute with ``params``; the first row it returns, if any."""
         found = self.rows(conn, params, by_keys=by_keys)
         return found[0] if found else None
+
+    def run_many(self, conn: Connection, sets: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per parameter set (``executemany``); every set has the first one's keys."""
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.stmt, [dict(params) for params in sets])
+            return
+        compiled = self._for(conn, sets[0], by_keys=True)
+        with _raw(conn, compiled) as cursor:
+            cursor.executemany(compiled.sql, [compiled.params(params) for params in sets])
+
+
+@contextmanager
+def _raw(conn: Connection, compiled: Compiled) -> Iterator[Any]:
+    """A DBAPI cursor in ``conn``'s current transaction, closed after; the driver's errors are
+    raised as SQLAlchemy raises them (``IntegrityError``, ``OperationalError``, ...)."""
+    cursor = raw_cursor(conn)
+    try:
+        yield cursor
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(compiled.sql, None, exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()

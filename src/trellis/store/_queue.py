@@ -22,7 +22,7 @@ from typing import Any, Final
 from sqlalchemy import Integer, RowMapping, bindparam, delete, func, select, text, update
 from sqlalchemy.engine import Connection
 
-from trellis.store._dialect import point
+from trellis.store._dialect import pg_notify, point
 from trellis.store._prepared import Prepared
 from trellis.store._runs import run_from_row
 from trellis.store.records import RunRecord, iso
@@ -203,13 +203,11 @@ def _concurrency_limits(
 ) -> dict[tuple[str, int], int]:
     """``(workflow, version) -> concurrency`` for the versions (name, version, content hash)
     that declare a limit."""
-    versions = sorted(set(versions))
-    unknown = sorted({(name, version) for name, version, hash in versions if hash not in _CONCURRENCY})
+    versions = set(versions)
+    unknown = sorted({name for name, _, hash in versions if hash not in _CONCURRENCY})
     if unknown:
         rows = conn.execute(
-            select(workflows.c.name, workflows.c.version, workflows.c.hash, workflows.c.definition).where(
-                workflows.c.name.in_(sorted({name for name, _ in unknown}))
-            )
+            select(workflows.c.hash, workflows.c.definition).where(workflows.c.name.in_(unknown))
         ).mappings()
         for row in rows:
             definition = row["definition"] or {}
@@ -241,7 +239,6 @@ def _lock_key(name: str) -> int:
     return zlib.crc32(f"trellis:workflow:{name}".encode()) | (1 << 40)
 
 
-@point
 def transition(
     conn: Connection, run_id: str, expected_status: str, fields: Mapping[str, Any], *, now: datetime
 ) -> RunRecord | None:
@@ -374,4 +371,4 @@ def _worker_doc(row: RowMapping, horizon: datetime) -> dict[str, Any]:
 def notify(conn: Connection, channel: str, payloads: Sequence[str]) -> None:
     """``pg_notify`` each payload on ``channel`` (delivered when the transaction commits)."""
     for payload in payloads:
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
+        pg_notify(conn, channel, payload)

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
-from trellis.store._dialect import point
+from trellis.store._dialect import pg_notify, point
 from trellis.store._prepared import Prepared
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import callbacks, events, runs
@@ -134,7 +134,7 @@ def create(
     if callback is not None:
         conn.execute(callbacks.insert(), dict(callback))
     if wake is not None:  # PostgreSQL: delivered when the transaction commits
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": wake[0], "p": wake[1]})
+        pg_notify(conn, *wake)
     return run_from_row(row)
 
 

@@ -18,8 +18,8 @@ found the file locked run as ordinary sync SQLAlchemy Core (driver ``pysqlite``)
 one hop per transaction, over connections that wait out another writer's lock (5 s). Writes go
 to one writer thread, which queues this process's writes in order instead of letting them spin
 in SQLite's busy handler; readers get a small pool and, thanks to WAL, never wait for a writer.
-:class:`SqliteJournalWriter` runs ``record()``'s statements on the raw cursor. The public URL
-stays ``sqlite+aiosqlite://``.
+The hot statements run on the raw cursor (:mod:`~trellis.store._prepared`). The public URL stays
+``sqlite+aiosqlite://``.
 
 **Explicit transactions.** The ``sqlite3`` driver's legacy transaction handling is switched off
 (``isolation_level = None``) and write transactions start with ``BEGIN IMMEDIATE``: a deferred
@@ -36,8 +36,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, Final, Literal
@@ -45,20 +45,15 @@ from typing import Any, Concatenate, Final, Literal
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.dml import Insert
 
 from trellis.store._dialect import P, Runner, T, is_point
-from trellis.store._journal import INSERT_EVENTS, RESERVE, JournalWriter, RunUpdateShape
-from trellis.store._prepared import Compiled, raw_cursor
-from trellis.store._sqlite_saver import is_busy
-
-BUSY_TIMEOUT_MS: Final = 5000
-"""How long a connection that may wait waits for another connection's write lock."""
+from trellis.store._journal import JournalWriter
+from trellis.store._prepared import driver_connection
 
 PRAGMAS: Final = (
-    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA busy_timeout=5000",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
@@ -70,11 +65,36 @@ WAL_SWITCH_SECONDS: Final = 10.0
 READER_THREADS: Final = 4
 """Threads (and so, at most, connections) serving reads of one store."""
 
-LOCAL_AUTOCHECKPOINT_PAGES: Final = 0
-"""``wal_autocheckpoint`` of the event loop's connection: never (a checkpoint syncs the file)."""
+LOOP_PRAGMAS: Final = ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
+"""Applied after :data:`PRAGMAS` to a connection used on the event loop's thread: it never waits
+for another connection's lock (``SQLITE_BUSY`` comes at once) and never checkpoints the WAL
+itself (a checkpoint syncs the file): :class:`WalCheckpoints` has a thread do that."""
 
 CHECKPOINT_EVERY_COMMITS: Final = 200
-"""After this many commits on the loop's connection, the writer thread checkpoints the WAL."""
+"""Commits on a loop connection between two WAL checkpoints run by a thread."""
+
+BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def is_busy(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is SQLite refusing a lock held by another connection (``SQLITE_BUSY``)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code & 0xFF if isinstance(code, int) else None) in BUSY_CODES
+
+
+class WalCheckpoints:
+    """Counts a loop connection's commits; every :data:`CHECKPOINT_EVERY_COMMITS` of them,
+    ``checkpoint`` (a passive WAL checkpoint) is handed to ``executor``, not waited for."""
+
+    def __init__(self, executor: Executor, checkpoint: Callable[[], None]) -> None:
+        self._executor = executor
+        self._checkpoint = checkpoint
+        self._commits = 0
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY_COMMITS == 0:
+            self._executor.submit(self._checkpoint)
 
 
 def database_path(url: URL) -> Path | None:
@@ -115,16 +135,16 @@ def ensure_wal(path: Path) -> None:
         conn.close()
 
 
-def connect_raw(database: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
-    """A plain ``sqlite3`` connection usable from any thread, with the pragmas of this module.
+def connect_raw(database: str, *, loop: bool = False) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection usable from any thread, with :data:`PRAGMAS` (and, for a
+    connection used on the event loop's thread, :data:`LOOP_PRAGMAS`).
 
     The driver's own transaction handling is kept (LangGraph's saver relies on it); the file
     must already be in WAL mode (:func:`ensure_wal`).
     """
     conn = sqlite3.connect(database, check_same_thread=False)
-    for pragma in PRAGMAS:
+    for pragma in (*PRAGMAS, *LOOP_PRAGMAS) if loop else PRAGMAS:
         conn.execute(pragma)
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     return conn
 
 
@@ -138,6 +158,37 @@ def _on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _begin_at_once(conn: Connection) -> bool:
+    """``BEGIN IMMEDIATE`` on the loop's connection; False when another connection holds the lock.
+
+    BEGIN and COMMIT go straight to the driver: through SQLAlchemy they cost more than a small
+    transaction's own statements. SQLAlchemy's bookkeeping is settled after, if ``fn`` used it.
+    """
+    try:
+        driver_connection(conn).execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        return False
+    return True
+
+
+def _run_and_commit(conn: Connection, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Finish the transaction :func:`_begin_at_once` opened: ``fn``, then commit (or roll back)."""
+    driver = driver_connection(conn)
+    try:
+        result = fn(conn, *args, **kwargs)
+    except BaseException:
+        driver.rollback()
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    driver.commit()
+    if conn.in_transaction():
+        conn.commit()
+    return result
 
 
 class SqliteRunner:
@@ -161,7 +212,7 @@ class SqliteRunner:
         )
         self._local: Connection | None = None
         self._local_thread: int | None = None
-        self._local_commits = 0
+        self._wal = WalCheckpoints(self._writer, self._checkpoint_wal)
         self.fallbacks = 0
         """Point operations that found the file locked and went to a thread instead."""
 
@@ -171,8 +222,8 @@ class SqliteRunner:
             return None
         if self._local is None:
             conn = self._engine.connect()
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
-            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={LOCAL_AUTOCHECKPOINT_PAGES}")
+            for pragma in LOOP_PRAGMAS:
+                conn.exec_driver_sql(pragma)
             conn.rollback()
             self._local, self._local_thread = conn, threading.get_ident()
         elif self._local_thread != threading.get_ident():
@@ -202,33 +253,11 @@ class SqliteRunner:
         """Run ``fn`` inside ``BEGIN IMMEDIATE ... COMMIT``: inline when it is a point operation
         and the write lock is free at once, else on the writer thread."""
         if is_point(fn) and (conn := self._local_connection()) is not None:
-            # BEGIN and COMMIT go straight to the driver: through SQLAlchemy they cost more than
-            # the transaction's own statements. Its bookkeeping is settled after, if fn used it.
-            dbapi_connection = conn.connection.dbapi_connection
-            assert dbapi_connection is not None
-            try:
-                dbapi_connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-                self.fallbacks += 1
-            else:
-                try:
-                    result = fn(conn, *args, **kwargs)
-                except BaseException:
-                    dbapi_connection.rollback()
-                    if conn.in_transaction():
-                        conn.rollback()
-                    raise
-                dbapi_connection.commit()
-                if conn.in_transaction():
-                    conn.commit()
-                self._local_commits += 1
-                if self._local_commits % CHECKPOINT_EVERY_COMMITS == 0:
-                    # The loop's connection does not checkpoint the WAL (it would block the loop
-                    # on fsync): the writer thread does, now and then, without waiting for it.
-                    self._writer.submit(self._checkpoint_wal)
+            if _begin_at_once(conn):
+                result = _run_and_commit(conn, fn, *args, **kwargs)
+                self._wal.committed()
                 return result
+            self.fallbacks += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, partial(self._write, fn, *args, **kwargs))
 
@@ -245,18 +274,13 @@ class SqliteRunner:
     def _write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         with self._engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            return self._transaction(conn, fn, *args, **kwargs)
-
-    @staticmethod
-    def _transaction(conn: Connection, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Finish the transaction ``BEGIN IMMEDIATE`` opened on ``conn``: ``fn``, then commit."""
-        try:
-            result = fn(conn, *args, **kwargs)
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-        return result
+            try:
+                result = fn(conn, *args, **kwargs)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return result
 
     def _checkpoint_wal(self) -> None:
         with self._engine.connect() as conn:
@@ -276,72 +300,6 @@ class SqliteRunner:
 
     def __repr__(self) -> str:
         return f"SqliteRunner(url={self._engine.url.render_as_string(hide_password=True)!r})"
-
-
-class SqliteJournalWriter(JournalWriter):
-    """Runs the hot statements of ``record()`` straight on the ``sqlite3`` cursor.
-
-    SQLAlchemy still writes the SQL (each statement is compiled from the Core objects once per
-    shape) and converts the values (its own bind processors: UTC timestamps, JSON); only its
-    per-execution machinery is skipped, which is most of the cost of a ~30 µs SQLite statement.
-    The cursor belongs to the connection's current transaction, like any other statement.
-    """
-
-    def __init__(self, dialect: SqliteDialect) -> None:
-        super().__init__(dialect)
-        self._compiled: dict[object, Compiled] = {}
-
-    def _statement(self, conn: Connection, key: object, build: Callable[[SADialect], Compiled]) -> Compiled:
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = self._compiled[key] = build(conn.dialect)
-        return compiled
-
-    @staticmethod
-    def _cursor(conn: Connection) -> Any:
-        return raw_cursor(conn)
-
-    def execute_reserve(self, conn: Connection, params: Mapping[str, Any]) -> int | None:
-        """``UPDATE runs ... RETURNING last_seq`` on the raw cursor."""
-        compiled = self._statement(conn, "reserve", lambda d: Compiled.of(RESERVE, d))
-        cursor = self._cursor(conn)
-        try:
-            row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
-        finally:
-            cursor.close()
-        return None if row is None else int(row[0])
-
-    def execute_run_update(
-        self, conn: Connection, shape: RunUpdateShape, params: Mapping[str, Any]
-    ) -> int | None:
-        """The run update (fields, event reservation, fence) on the raw cursor."""
-        compiled = self._statement(conn, ("run", shape), lambda d: Compiled.of(self.run_update(shape), d))
-        cursor = self._cursor(conn)
-        try:
-            row = cursor.execute(compiled.sql, compiled.params(params)).fetchone()
-        finally:
-            cursor.close()
-        return None if row is None else int(row[0])
-
-    def execute_insert_events(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """``executemany`` of the event inserts on the raw cursor."""
-        compiled = self._statement(conn, "events", lambda d: Compiled.of(INSERT_EVENTS, d, list(rows[0])))
-        cursor = self._cursor(conn)
-        try:
-            cursor.executemany(compiled.sql, [compiled.params(row) for row in rows])
-        finally:
-            cursor.close()
-
-    def execute_upsert(self, conn: Connection, given: frozenset[str], row: Mapping[str, Any]) -> None:
-        """The node-state upsert for ``given`` on the raw cursor."""
-        compiled = self._statement(
-            conn, given, lambda d: Compiled.of(self.node_state_upsert(given), d, list(row))
-        )
-        cursor = self._cursor(conn)
-        try:
-            cursor.execute(compiled.sql, compiled.params(row))
-        finally:
-            cursor.close()
 
 
 class SqliteDialect:
@@ -376,8 +334,8 @@ class SqliteDialect:
         """Nothing to do: the migration's ``BEGIN IMMEDIATE`` already holds the write lock."""
 
     def journal_writer(self) -> JournalWriter:
-        """Executes ``record()``'s statements on the raw cursor: see :class:`SqliteJournalWriter`."""
-        return SqliteJournalWriter(self)
+        """The common writer: its prepared statements already run on SQLite's raw cursor."""
+        return JournalWriter(self)
 
     def __repr__(self) -> str:
         return "SqliteDialect()"

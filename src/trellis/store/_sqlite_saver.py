@@ -24,7 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -36,18 +36,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from trellis.store._sqlite import WalCheckpoints, is_busy
+
 T = TypeVar("T")
-
-CHECKPOINT_EVERY_WRITES: Final = 400
-"""After this many writes through the loop's connection, the fallback thread checkpoints the WAL."""
-
-BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-
-
-def is_busy(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is SQLite refusing a lock held by another connection (``SQLITE_BUSY``)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code & 0xFF if isinstance(code, int) else None) in BUSY_CODES
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -67,14 +58,14 @@ class LoopSqliteSaver(SqliteSaver):
         self._fallback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-checkpoints")
         self.fallbacks = 0
         """How many calls found the file locked and went to the fallback thread."""
-        self._writes = 0
+        self._wal = WalCheckpoints(self._fallback, self._checkpoint_wal)
 
-    def _wrote(self) -> None:
-        # The loop's connection never checkpoints the WAL itself (``wal_autocheckpoint=0``: a
-        # checkpoint syncs the file, which would stall the loop); the fallback thread does.
-        self._writes += 1
-        if self._writes % CHECKPOINT_EVERY_WRITES == 0:
-            self._fallback.submit(self._checkpoint_wal)
+    def over_patient(self) -> LoopSqliteSaver:
+        """This saver (serde included) over the patient connection, for the fallback thread."""
+        view = copy.copy(self)
+        view.conn = self.patient
+        view.lock = self._patient_lock
+        return view
 
     def _checkpoint_wal(self) -> None:
         with self._patient_lock:
@@ -87,12 +78,10 @@ class LoopSqliteSaver(SqliteSaver):
             if not is_busy(exc):
                 raise
         self.fallbacks += 1
-        # The same saver (serde included) over the patient connection.
-        view = copy.copy(self)
-        view.conn = self.patient
-        view.lock = self._patient_lock
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._fallback, partial(method, view, *args, **kwargs))
+        return await loop.run_in_executor(
+            self._fallback, partial(method, self.over_patient(), *args, **kwargs)
+        )
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self._call(SqliteSaver.get_tuple, config)
@@ -121,7 +110,7 @@ class LoopSqliteSaver(SqliteSaver):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         saved = await self._call(SqliteSaver.put, config, checkpoint, metadata, new_versions)
-        self._wrote()
+        self._wal.committed()
         return saved
 
     async def aput_writes(
@@ -132,7 +121,7 @@ class LoopSqliteSaver(SqliteSaver):
         task_path: str = "",
     ) -> None:
         await self._call(SqliteSaver.put_writes, config, writes, task_id, task_path)
-        self._wrote()
+        self._wal.committed()
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._call(SqliteSaver.delete_thread, thread_id)

@@ -18,7 +18,6 @@ a run's graph state in a checkpointer, one thread per run. This module opens the
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -95,18 +94,13 @@ def _connect_saver(path: Path | None) -> LoopSqliteSaver:
     """Both connections of a :class:`LoopSqliteSaver`, tuned, and the saver's tables created."""
     if path is None:
         # One in-memory database is one connection: nothing else can lock it, nothing waits.
-        conn = _sqlite.connect_raw(":memory:", busy_timeout_ms=0)
+        conn = _sqlite.connect_raw(":memory:", loop=True)
         saver = LoopSqliteSaver(conn, conn)
     else:
         _sqlite.ensure_wal(path)
-        patient = _sqlite.connect_raw(str(path))
-        loop_conn = _sqlite.connect_raw(str(path), busy_timeout_ms=0)
-        loop_conn.execute("PRAGMA wal_autocheckpoint=0")
-        saver = LoopSqliteSaver(loop_conn, patient)
+        saver = LoopSqliteSaver(_sqlite.connect_raw(str(path), loop=True), _sqlite.connect_raw(str(path)))
     # Created over the patient connection: several processes may be starting on one file.
-    setup = copy.copy(saver)
-    setup.conn = saver.patient
-    SqliteSaver.setup(setup)
+    SqliteSaver.setup(saver.over_patient())
     saver.is_setup = True
     return saver
 
