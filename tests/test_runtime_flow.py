@@ -11,9 +11,18 @@ from typing import Any
 import pytest
 
 from engine_support import event_types, open_engine, run_definition, yaml
+from trellis.compiler._builder import GraphBuilder, OneStep
+from trellis.compiler._state import field_reducers, state_type
+from trellis.dsl.validator import load_workflow
 from trellis.errors import Conflict, ValidationError
+from trellis.nodes._env import BuildEnv
+from trellis.nodes.fanout import delta
 from trellis.registry import Registry
 from trellis.types import NodeStatus, RunStatus
+
+
+async def _no_children(name: str, version: int) -> Any:
+    raise AssertionError(f"no subworkflow expected, asked for {name}@{version}")
 
 
 @pytest.fixture
@@ -69,6 +78,57 @@ class TestParallel:
         with sqlite3.connect(tmp_path / "trellis.checkpoints.db") as conn:
             namespaces = {ns.split(":")[0] for (ns,) in conn.execute("SELECT checkpoint_ns FROM checkpoints")}
         assert namespaces == {"", "fan__branch__two"}
+
+    @pytest.mark.parametrize(
+        "state",
+        [
+            {"log": ["x"], "facts": {"a": 1, "b": 2}, "last": "old", "same": 5},
+            {},
+        ],
+        ids=["fields-set", "fields-unset"],
+    )
+    async def test_a_one_step_body_called_directly_changes_what_its_subgraph_would(
+        self, tools: Registry, state: dict[str, Any]
+    ) -> None:
+        """A one-step body runs as a direct call of its node, not as a subgraph: for the same
+        state, both give the runner the same delta (reducers, first writes, a caught error)."""
+        workflow = load_workflow(
+            yaml(
+                """
+                name: same-delta
+                state: {log: {reducer: append}, facts: {reducer: merge}, last: {}, same: {}}
+                start: fan
+                nodes:
+                  fan:
+                    type: parallel
+                    branches:
+                      sets:
+                        - type: set
+                          values: {log: '"one"', facts: '{"b": 2, "c": 3}', last: '"new"', same: '5'}
+                      caught:
+                        - type: tool
+                          tool: explode
+                          catch: [{errors: ["*"], output: {log: '["caught"]', facts: '{"err": error.error}'}}]
+                """
+            )
+        )
+        reducers = field_reducers(workflow)
+        builder = GraphBuilder(
+            workflow=workflow,
+            env=BuildEnv(registry=tools),
+            state_cls=state_type("same_delta_state", reducers),
+            reducers=reducers,
+            load_child=_no_children,
+        )
+        for branch in ("sets", "caught"):
+            scope = f"fan/{branch}"
+            fields = sorted(builder._fields_written_in(scope))
+            direct = await builder._body_graph(scope, fields)
+            assert isinstance(direct, OneStep)
+            subgraph = (await builder._scope_graph(scope, builder.scopes[scope][0].id, fields)).compile()
+            expected = delta(state, await subgraph.ainvoke(dict(state), {}), reducers)
+            assert delta(state, await direct.ainvoke(dict(state), {}), reducers) == expected
+            assert expected, "the body changes something"
 
     async def test_branches_run_concurrently_and_the_join_runs_once_after_all(
         self, database_url: str, tools: Registry

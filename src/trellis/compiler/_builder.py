@@ -15,9 +15,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphBubbleUp, NodeError
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
 
-from trellis.compiler._state import output_type, written_fields
+from trellis.compiler._state import REDUCERS, output_type, written_fields
 from trellis.dsl.models import (
     AgentNode,
     AnyNode,
@@ -41,15 +44,55 @@ from trellis.dsl.models import (
 from trellis.dsl.walk import NodeRef, implicit_next, scope_members, walk
 from trellis.errors import DefinitionError
 from trellis.nodes import agent, approval, control, fanout, http, llm, subworkflow, tool
+from trellis.nodes._channels import RESULT_KEY
 from trellis.nodes._env import BuildEnv
 from trellis.nodes._retry import RetryPlan
-from trellis.nodes._wrapper import Body, CatchPlan, NodePlan, make_error_handler, make_node
+from trellis.nodes._wrapper import Body, CatchPlan, NodePlan, WrappedNode, make_error_handler, make_node
 
 ChildLoader = Callable[[str, int], Awaitable[subworkflow.Child]]
 
 
 ONE_STEP_NODES = (ToolNode, HttpNode, AgentNode, LlmNode, SetNode, FailNode, EndNode)
 """Node types that run once and end: they never park (approval, wait, subworkflow) or fan out."""
+
+
+class OneStep:
+    """A branch or map body of one node, run as a direct call rather than as a subgraph.
+
+    The node sees the state and config its runner got, a ``catch`` applies as LangGraph's
+    ``error_handler=`` would apply it after the node's own retries, and the node's update is
+    applied under each field's reducer (a field not yet set takes the first value as is, as a
+    LangGraph channel does), so the runner takes the same delta as from the subgraph.
+    """
+
+    checkpointer: Literal[False] = False
+
+    def __init__(
+        self,
+        node: WrappedNode,
+        handler: Callable[[dict[str, Any], NodeError, RunnableConfig], Command[Any]] | None,
+        reducers: Mapping[str, str],
+    ) -> None:
+        self.node = node
+        self.handler = handler
+        self.combine = {name: REDUCERS[r] for name, r in reducers.items() if r in REDUCERS}
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, /) -> dict[str, Any]:
+        state: dict[str, Any] = input
+        config = config or RunnableConfig()
+        try:
+            command = await self.node(state, config)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:
+            if self.handler is None:
+                raise
+            command = self.handler(state, NodeError(node=self.node.plan.id, error=exc), config)
+        after = dict(state)
+        for name, value in cast(Mapping[str, Any], command.update or {}).items():
+            combine = self.combine.get(name)
+            after[name] = combine(state[name], value) if combine is not None and name in state else value
+        return after
 
 
 def branch_node(parallel_id: str, branch: str) -> str:
@@ -156,11 +199,7 @@ class GraphBuilder:
         _add_node(graph, ref.id, make_node(entry, fanout.parallel_entry(ref.id, runners)))
         for branch, runner in zip(node.branches, runners, strict=True):
             scope = f"{ref.id}/{branch}"
-            fields = sorted(self._fields_written_in(scope))
-            first = self.scopes[scope][0].id
-            sub = (await self._scope_graph(scope, first, fields)).compile(
-                checkpointer=self._body_checkpointer(scope)
-            )
+            sub = await self._body_graph(scope, sorted(self._fields_written_in(scope)))
             _add_node(graph, runner, fanout.branch_runner(ref.id, branch, sub, self.reducers))
         join = _replace(plan, announce_start=False, retryable=False)
         _add_node(
@@ -183,9 +222,7 @@ class GraphBuilder:
             error_handler=make_error_handler(entry) if entry.catches else None,
         )
         fields = sorted(self._fields_written_in(ref.id))
-        first = self.scopes[ref.id][0].id
-        body = await self._scope_graph(ref.id, first, [*fields, "__trellis_result__"], in_map=True)
-        sub = body.compile(checkpointer=self._body_checkpointer(ref.id))
+        sub = await self._body_graph(ref.id, [*fields, RESULT_KEY], in_map=True)
         _add_node(graph, items, fanout.item_runner(ref.id, node, sub, self.reducers))
         join = _replace(plan, announce_start=False, retryable=False)
         _add_node(
@@ -196,25 +233,30 @@ class GraphBuilder:
         )
         graph.add_edge(items, collect)
 
-    def _body_checkpointer(self, scope: str) -> Literal[False] | None:
-        """``False`` (no checkpoints of its own) for a branch or map body that is one step.
+    async def _body_graph(self, scope: str, fields: Sequence[str], in_map: bool = False) -> fanout.Invocable:
+        """What a runner invokes for a branch or map body: its compiled subgraph, or its one node.
 
-        A body subgraph normally checkpoints under the parent's thread, so that it can park and
-        so that, after a crash, its completed nodes are not run again. A body of a single node
-        that can neither park nor loop has nothing to gain from that: until it ends there is
-        nothing to keep, and once it ends the parent's pending write of its runner task keeps
-        the result. Skipping those checkpoints (a read and two writes per body) is most of the
-        cost of starting a branch.
+        A body subgraph checkpoints under the parent's thread, so that it can park and so that,
+        after a crash, its completed nodes are not run again. A body of a single node that can
+        neither park nor loop has nothing to gain from that: until it ends there is nothing to
+        keep, and once it ends the parent's pending write of its runner task keeps the result.
+        Such a body runs as a direct call of its node (:class:`OneStep`): a Pregel loop of its
+        own, even without checkpoints, costs more than most nodes' work and sits on the
+        critical path of every fan-out.
         """
-        members = self.scopes.get(scope, [])
-        if len(members) != 1:
-            return None
-        node = members[0].node
+        members = self.scopes[scope]
+        first = members[0]
+        if len(members) == 1 and self._one_step(first.node):
+            plan = self._plan(first, END, in_map)
+            handler = make_error_handler(plan) if plan.catches else None
+            return OneStep(make_node(plan, await self._body(first.id, first.node)), handler, self.reducers)
+        body = await self._scope_graph(scope, first.id, fields, in_map=in_map)
+        return cast(fanout.Invocable, body.compile())
+
+    def _one_step(self, node: AnyNode) -> bool:
+        """A node that runs once and ends its scope: no park, no fan-out, no route elsewhere."""
         catches = node.catch if node.catch is not None else (self.workflow.defaults.catch or [])
-        one_step = (
-            isinstance(node, ONE_STEP_NODES) and node.next is None and all(c.next is None for c in catches)
-        )
-        return False if one_step else None
+        return isinstance(node, ONE_STEP_NODES) and node.next is None and all(c.next is None for c in catches)
 
     # -- policies -------------------------------------------------------------------------------
 

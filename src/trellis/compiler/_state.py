@@ -42,7 +42,8 @@ def nested_merge(current: Any, update: Any) -> dict[str, Any]:
     return merged
 
 
-_REDUCERS = {"append": append_reducer, "merge": merge_reducer}
+REDUCERS = {"append": append_reducer, "merge": merge_reducer}
+"""The functions of the named reducers; a field with any other reducer keeps the last value."""
 
 
 def written_fields(workflow: Workflow) -> set[str]:
@@ -77,7 +78,7 @@ def state_type(name: str, reducers: Mapping[str, str]) -> type[Any]:
     """A ``TypedDict`` LangGraph turns into channels, one per field, with the right reducers."""
     annotations: dict[str, Any] = {}
     for field_name, reducer in reducers.items():
-        fn = _REDUCERS.get(reducer)
+        fn = REDUCERS.get(reducer)
         annotations[field_name] = Annotated[Any, fn] if fn else Any
     annotations[FAILURES_KEY] = Annotated[dict[str, Any], nested_merge]
     annotations[MAP_KEY] = Annotated[dict[str, Any], nested_merge]

@@ -1,11 +1,11 @@
 """``parallel`` and ``map`` nodes: fan out to subgraphs, then join.
 
 Each parallel branch and each map body is its own compiled subgraph, invoked from a runner
-node with the parent's config (so it checkpoints under the parent's thread and can be
-interrupted and resumed; a body of one node that cannot park has no checkpoints of its own,
-see ``trellis.compiler._builder``). The runner returns only the branch's *changes* to the declared
-fields it writes, never the state it inherited — the two LangGraph traps this avoids are
-kept as regression tests:
+node with the parent's config, so it checkpoints under the parent's thread and can be
+interrupted and resumed (a body of one node that can neither park nor loop is that node,
+called directly: see ``trellis.compiler._builder.OneStep``). The runner returns only the
+branch's *changes* to the declared fields it writes, never the state it inherited — the two
+LangGraph traps this avoids are kept as regression tests:
 
 1. in a flat graph, a failed-and-handled branch never writes to the join's barrier and the
    join silently never runs; here a failed branch is *recorded* and the join always runs;
@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Send
 
@@ -34,26 +33,9 @@ Runner = Callable[[dict[str, Any], RunnableConfig], Awaitable[dict[str, Any]]]
 
 
 class Invocable(Protocol):
-    """What a runner needs of a compiled subgraph."""
-
-    checkpointer: Any
-    """``False`` for a one-step body compiled without checkpoints of its own."""
+    """What a runner invokes: a body's compiled subgraph, or the one node of a one-step body."""
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, /) -> Any: ...
-
-
-def _invoke(graph: Invocable, state: dict[str, Any], config: RunnableConfig) -> Awaitable[Any]:
-    """``graph.ainvoke``; a body without checkpoints of its own does not wait for any.
-
-    The parent's ``durability="sync"`` reaches a subgraph through its config, and LangGraph
-    1.2 then awaits a checkpoint write that a graph without a checkpointer never starts
-    (``AttributeError: _put_checkpoint_fut``); passing ``durability=`` instead only warns that it
-    has no effect. So the body gets the parent's config with durability ``exit``.
-    """
-    if graph.checkpointer is False:
-        configurable = {**config.get("configurable", {}), CONFIG_KEY_DURABILITY: "exit"}
-        return graph.ainvoke(state, {**config, "configurable": configurable})
-    return graph.ainvoke(state, config)
 
 
 def delta(before: Mapping[str, Any], after: Mapping[str, Any], reducers: Mapping[str, str]) -> dict[str, Any]:
@@ -91,7 +73,7 @@ def parallel_entry(node_id: str, runner_names: Sequence[str]) -> Body:
 def branch_runner(node_id: str, branch: str, graph: Invocable, reducers: Mapping[str, str]) -> Runner:
     async def run(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         try:
-            after = await _invoke(graph, state, config)
+            after = await graph.ainvoke(state, config)
         except GraphBubbleUp:
             raise
         except Exception as exc:
@@ -159,10 +141,10 @@ def item_runner(node_id: str, node: MapNode, graph: Invocable, reducers: Mapping
         services = services_of(config)
         try:
             if limit is None:
-                after = await _invoke(graph, state, config)
+                after = await graph.ainvoke(state, config)
             else:
                 async with services.semaphore(f"map:{node_id}", limit):
-                    after = await _invoke(graph, state, config)
+                    after = await graph.ainvoke(state, config)
         except GraphBubbleUp:
             raise
         except Exception as exc:
