@@ -217,6 +217,65 @@ class TestParallel:
             assert sorted(log[1:-1]) == ["a1", "a2", "b"]
             assert len(log) == 5
 
+    async def test_routes_into_a_parallel_node_start_its_branches_and_each_visit_starts_afresh(
+        self, database_url: str, tools: Registry
+    ) -> None:
+        """A parallel node has no node of its own: a router, a node's ``next`` and a ``catch``
+        each start its branches directly. A second visit neither keeps the failure of a branch
+        that failed the first time nor announces the node more than once."""
+        calls = {"flaky": 0}
+
+        @tools.tool("first_fails")
+        def first_fails() -> str:
+            calls["flaky"] += 1
+            if calls["flaky"] == 1:
+                raise ValueError("first call fails")
+            return "ok"
+
+        async with open_engine(database_url, tools) as engine:
+            run = await run_definition(
+                engine,
+                """
+                name: revisit
+                state: {visits: {type: integer}, summaries: {reducer: append}, routed: {type: boolean}}
+                start: bump
+                nodes:
+                  bump: {type: set, values: {visits: 'state.visits + 1'}, next: fan}
+                  fan:
+                    type: parallel
+                    min_success: 1
+                    branches:
+                      steady: [{type: tool, tool: sleep, args: {seconds: 0}}]
+                      flaky: [{type: tool, tool: first_fails}]
+                    output: {summaries: '[result]'}
+                    next: again
+                  again:
+                    type: router
+                    routes: [{when: 'state.visits < 2', next: bump}, {when: 'state.visits == 2', next: mark}]
+                    default: boom
+                  mark: {type: set, values: {routed: true, visits: 3}, next: fan}
+                  boom: {type: tool, tool: explode, catch: [{errors: ['*'], next: fan_last}]}
+                  fan_last:
+                    type: parallel
+                    branches:
+                      only: [{type: tool, tool: sleep, args: {seconds: 0}}]
+                """,
+                {"visits": 0},
+            )
+            assert run.status == RunStatus.SUCCEEDED, run.error
+            first, second, third = run.output["summaries"]
+            assert first == {"succeeded": ["steady"], "failed": {"flaky": first["failed"]["flaky"]}}
+            assert first["failed"]["flaky"]["error"] == "ToolError"
+            for later in (second, third):
+                assert sorted(later["succeeded"]) == ["flaky", "steady"]
+                assert later["failed"] == {}
+            types = await event_types(engine, run.id)
+            assert types.count("node.started:fan") == 3
+            assert types.count("node.succeeded:fan") == 3
+            assert types.count("node.started:fan_last") == 1
+            assert types.index("node.failed:boom") < types.index("node.started:fan_last")
+            assert types.index("node.started:fan") < types.index("node.started:fan_steady_0")
+
     async def test_min_success_tolerates_failed_branches_and_reports_them(
         self, database_url: str, tools: Registry
     ) -> None:

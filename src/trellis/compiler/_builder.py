@@ -1,12 +1,13 @@
 """Definition → LangGraph ``StateGraph``.
 
 Every definition node becomes one LangGraph node that routes with ``Command(goto=...)``;
-``catch`` becomes that node's ``error_handler``. A ``parallel`` node becomes a fan-out node,
-one runner per branch (each invoking the branch's own compiled subgraph, whose
-``output_schema`` is what the branch writes) and a join behind a list edge (the barrier that
-waits for every branch). A ``map`` node becomes a fan-out of ``Send``s to one item runner
-(invoking the body's subgraph) and a collector. Synthetic node names use ``__``, which
-definition ids cannot contain twice in a row at the start (ids match ``^[a-z][a-z0-9_]*$``).
+``catch`` becomes that node's ``error_handler``. A ``parallel`` node becomes one runner per
+branch (each invoking the branch's own compiled subgraph, whose ``output_schema`` is what the
+branch writes, or its one node) and a join behind a list edge (the barrier that waits for every
+branch); a route to the parallel node goes to its runners at once. A ``map`` node becomes a
+fan-out of ``Send``s to one item runner (invoking the body's subgraph) and a collector.
+Synthetic node names use ``__``, which definition ids cannot contain twice in a row at the start
+(ids match ``^[a-z][a-z0-9_]*$``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class GraphBuilder:
     def __post_init__(self) -> None:
         self.refs = list(walk(self.workflow))
         self.scopes = scope_members(self.refs)
+        self.routes: dict[str, list[str]] = {
+            ref.id: [branch_node(ref.id, b) for b in ref.node.branches]
+            for ref in self.refs
+            if isinstance(ref.node, ParallelNode)
+        }
+        """A ``parallel`` node's id → its branch runners, the LangGraph nodes a route to it starts."""
 
     async def build(self) -> StateGraph[Any, Any, Any, Any]:
         return await self._scope_graph("", self.workflow.start, output_fields=None)
@@ -136,7 +143,8 @@ class GraphBuilder:
         for position, ref in enumerate(members):
             successor = ref.node.next or implicit_next(members, position) or END
             await self._add(graph, ref, successor, in_map)
-        graph.add_edge(START, start)
+        for first in self.routes.get(start, [start]):
+            graph.add_edge(START, first)
         return graph
 
     # -- one node -----------------------------------------------------------------------------
@@ -194,9 +202,7 @@ class GraphBuilder:
     async def _add_parallel(
         self, graph: StateGraph[Any, Any, Any, Any], ref: NodeRef, node: ParallelNode, plan: NodePlan
     ) -> None:
-        runners = [branch_node(ref.id, b) for b in node.branches]
-        entry = _replace(plan, next=END, catches=(), announce_success=False, retryable=False, output=None)
-        _add_node(graph, ref.id, make_node(entry, fanout.parallel_entry(ref.id, runners)))
+        runners = self.routes[ref.id]
         for branch, runner in zip(node.branches, runners, strict=True):
             scope = f"{ref.id}/{branch}"
             sub = await self._body_graph(scope, sorted(self._fields_written_in(scope)))
@@ -282,6 +288,7 @@ class GraphBuilder:
             retry_lookup=agent.retry_lookup(node.agent, self.env)
             if isinstance(node, AgentNode) and node.retry is None
             else None,
+            routes=self.routes,
         )
 
     def _in_map_scope(self, scope: str) -> bool:

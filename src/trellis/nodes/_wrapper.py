@@ -78,9 +78,16 @@ class NodePlan:
     retry_lookup: Callable[[], Awaitable[RetryPlan | None]] | None = None
     """Finds the retry policy at run time (an ``agent`` node without its own: the agent's),
     falling back to ``retry`` when it returns ``None``."""
+    routes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """LangGraph nodes that stand for a definition node a route names: a ``parallel`` node is
+    entered by starting its branch runners, as it has no node of its own to go to."""
 
     def catch_for(self, error: BaseException) -> CatchPlan | None:
         return next((c for c in self.catches if c.matches(error)), None)
+
+    def route(self, goto: str | Sequence[str | Send]) -> str | Sequence[str | Send]:
+        """``goto`` (a definition node's id, ``END``, or what a fan-out sends) as LangGraph nodes."""
+        return self.routes.get(goto, goto) if isinstance(goto, str) else goto
 
 
 def public_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,7 +206,7 @@ class WrappedNode:
                     **_usage(ctx),
                 )
             goto = plan.next if outcome.goto is None else outcome.goto
-            return Command(goto=goto, update=update)
+            return Command(goto=plan.route(goto), update=update)
 
 
 def _usage(ctx: NodeContext) -> dict[str, Any]:
@@ -265,7 +272,7 @@ def make_error_handler(
             update = evaluate_map(catch.output, {**bindings_for(state, services.run_input), "error": problem})
         if catch.goto != plan.next:
             update[ERROR_KEY] = problem  # a fallback node sees what went wrong as `error`
-        return Command(goto=catch.goto, update=update)
+        return Command(goto=plan.route(catch.goto), update=update)
 
     handler.__name__ = f"catch_{plan.id}"
     return handler

@@ -15,7 +15,7 @@ LangGraph traps this avoids are kept as regression tests:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
@@ -26,7 +26,7 @@ from trellis.dsl.models import MapNode, ParallelNode
 from trellis.errors import ExpressionError, NamedError, as_workflow_error
 from trellis.expressions import compile_expression
 from trellis.nodes._channels import FAILURES_KEY, INDEX_KEY, ITEM_KEY, MAP_KEY, RESET, RESULT_KEY
-from trellis.nodes._context import NodeContext, services_of
+from trellis.nodes._context import NodeContext, emit, services_of
 from trellis.nodes._wrapper import Body, Outcome, node_key
 
 Runner = Callable[[dict[str, Any], RunnableConfig], Awaitable[dict[str, Any]]]
@@ -63,15 +63,22 @@ def delta(before: Mapping[str, Any], after: Mapping[str, Any], reducers: Mapping
 # -- parallel ---------------------------------------------------------------------------------
 
 
-def parallel_entry(node_id: str, runner_names: Sequence[str]) -> Body:
-    async def body(ctx: NodeContext) -> Outcome:
-        return Outcome(goto=list(runner_names), update={FAILURES_KEY: {node_id: RESET}})
-
-    return body
-
-
 def branch_runner(node_id: str, branch: str, graph: Invocable, reducers: Mapping[str, str]) -> Runner:
+    """The runner of one branch of ``parallel`` node ``node_id``.
+
+    A parallel node has no node of its own before its branches (routes to it start its
+    runners, see :attr:`~trellis.nodes._wrapper.NodePlan.routes`), which saves the run a
+    superstep and its checkpoint. So every runner announces the node (the run's tracker keeps
+    the first announcement of an attempt), and every runner writes its branch's entry in the
+    failures channel, ``None`` when it succeeded: a later visit overwrites each entry rather
+    than needing them reset.
+    """
+
     async def run(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        services = services_of(config)
+        key = services.key_prefix + node_key(node_id, state)
+        done, _ = services.prior_attempt(key)
+        emit("node.started", key, done + 1, type="parallel")
         try:
             after = await graph.ainvoke(state, config)
         except GraphBubbleUp:
@@ -79,7 +86,7 @@ def branch_runner(node_id: str, branch: str, graph: Invocable, reducers: Mapping
         except Exception as exc:
             problem = as_workflow_error(exc).to_problem()
             return {FAILURES_KEY: {node_id: {branch: problem}}}
-        return delta(state, after or {}, reducers)
+        return {**delta(state, after or {}, reducers), FAILURES_KEY: {node_id: {branch: None}}}
 
     run.__name__ = f"branch_{node_id}_{branch}"
     return run
@@ -91,7 +98,8 @@ def parallel_join(node_id: str, node: ParallelNode) -> Body:
 
     async def body(ctx: NodeContext) -> Outcome:
         state = ctx.state
-        failed: dict[str, Any] = dict(state.get(FAILURES_KEY, {}).get(node_id, {}))
+        entries: dict[str, Any] = state.get(FAILURES_KEY, {}).get(node_id, {})
+        failed = {b: entries[b] for b in names if entries.get(b) is not None}
         succeeded = [b for b in names if b not in failed]
         result = {"succeeded": succeeded, "failed": failed}
         if len(succeeded) < needed:
