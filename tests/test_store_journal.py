@@ -97,6 +97,32 @@ class TestRecord:
             assert event.node == f"n{event.data['i']}"
         assert len(await store.list_node_states(run.id)) == 20
 
+    @pytest.mark.parametrize("count", [1, 32, 33, 80], ids=lambda n: f"{n}-events")
+    async def test_batches_of_any_size_keep_their_order_and_node_states(
+        self, store: Store, run: RunRecord, count: int
+    ) -> None:
+        """On PostgreSQL a batch of up to 32 events is one statement and a larger one a
+        transaction of several: both number, store and notify the same way."""
+        inserted = await store.record(
+            run.id,
+            events=[NewEvent("node.progress", node="a", data={"j": j}) for j in range(count)],
+            node_states=[NodeStateUpdate("a", status="running", attempt=1), NodeStateUpdate("b")],
+            run={"status": "running"},
+        )
+        assert [e.seq for e in inserted] == list(range(2, count + 2))
+        stored = await store.list_events(run.id)
+        assert [(e.seq, (e.data or {}).get("j")) for e in stored[1:]] == [(j + 2, j) for j in range(count)]
+        states = {s.node: (s.status, s.attempt) for s in await store.list_node_states(run.id)}
+        assert states == {"a": (NodeStatus.RUNNING, 1), "b": (NodeStatus.PENDING, 0)}
+        again = await store.record(run.id, node_states=[NodeStateUpdate("b", status="succeeded")])
+        assert again == []
+        state = await store.get_node_state(run.id, "b")
+        assert state is not None
+        assert (state.status, state.attempt) == (NodeStatus.SUCCEEDED, 0)
+        stored_run = await store.get_run(run.id)
+        assert stored_run is not None
+        assert (stored_run.status, stored_run.last_seq) == (RunStatus.RUNNING, count + 1)
+
     async def test_an_unknown_run_is_not_found(self, store: Store) -> None:
         with pytest.raises(NotFound, match="nope"):
             await store.record("nope", events=[NewEvent("run.started")])

@@ -3,7 +3,8 @@
 The runtime calls :func:`record` once per graph step, so it is written for the fewest round
 trips: one ``UPDATE runs ... RETURNING last_seq`` reserves the event sequence numbers (and applies
 any run fields), one ``executemany`` inserts the events, one upsert per node state. All in the
-caller's single transaction.
+caller's single transaction. (On PostgreSQL the same writes are one statement: see
+:mod:`trellis.store._pg_journal`.)
 
 Sequence numbers are gapless because the reservation and the inserts commit together, and
 monotonic in commit order because the ``UPDATE`` locks the run's row until commit: a second
@@ -22,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from trellis.errors import Conflict, NotFound
 from trellis.store import _queue
-from trellis.store._dialect import Dialect, pg_notify, point
+from trellis.store._dialect import Dialect, point
 from trellis.store._prepared import Prepared
 from trellis.store._runs import run_values
 from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate, RunRecord
@@ -131,18 +132,6 @@ EVENTS_CHANNEL: Final = "trellis_events"
 events commit."""
 
 
-class PostgresJournalWriter(JournalWriter):
-    """Also notifies :data:`EVENTS_CHANNEL`, inside the transaction (delivered at commit), so
-    event streams served by other API processes learn of new events at once.
-
-    The payload is ``<run id>:<first seq>:<last seq>:<origin>``, ``origin`` being the writing
-    store's :attr:`~trellis.store.Store.origin`, so the writing process can ignore its own.
-    """
-
-    def announce(self, conn: Connection, run_id: str, first: int, last: int) -> None:
-        pg_notify(conn, EVENTS_CHANNEL, f"{run_id}:{first}:{last}:{self.origin}")
-
-
 @point
 def record(
     conn: Connection,
@@ -174,23 +163,11 @@ def record(
         else:
             reserved = writer.execute_reserve(conn, {"p_run_id": run_id, "p_count": count, "p_now": now})
         if reserved is None:
-            _raise_missing_or_fenced(conn, run_id, lease_token)
+            raise_missing_or_fenced(conn, run_id, lease_token)
         assert reserved is not None
         last_seq = reserved
 
-    first = last_seq - count + 1
-    inserted = [
-        EventRecord(
-            run_id=run_id,
-            seq=first + i,
-            ts=event.ts or now,
-            type=event.type,
-            node=event.node,
-            attempt=event.attempt,
-            data=None if event.data is None else dict(event.data),
-        )
-        for i, event in enumerate(events)
-    ]
+    inserted = inserted_events(run_id, events, last_seq, now)
     if inserted:
         writer.execute_insert_events(
             conn,
@@ -207,7 +184,7 @@ def record(
                 for e in inserted
             ],
         )
-        writer.announce(conn, run_id, first, last_seq)
+        writer.announce(conn, run_id, inserted[0].seq, last_seq)
     for state in node_states:
         given = state.values()
         row = {**NODE_STATE_DEFAULTS, **given, "run_id": run_id, "node": state.node, "updated_at": now}
@@ -239,7 +216,27 @@ def transition(
     return changed, inserted
 
 
-def _raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | None) -> None:
+def inserted_events(
+    run_id: str, events: Sequence[NewEvent], last_seq: int, now: datetime
+) -> list[EventRecord]:
+    """The records of ``events`` once stored, the last one numbered ``last_seq``."""
+    first = last_seq - len(events) + 1
+    return [
+        EventRecord(
+            run_id=run_id,
+            seq=first + i,
+            ts=event.ts or now,
+            type=event.type,
+            node=event.node,
+            attempt=event.attempt,
+            data=None if event.data is None else dict(event.data),
+        )
+        for i, event in enumerate(events)
+    ]
+
+
+def raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | None) -> None:
+    """Raise why a run update matched no row: the run is missing, or leased under another token."""
     token = (conn.execute(select(runs.c.lease_token).where(runs.c.id == run_id))).scalar_one_or_none()
     if token is None:
         raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})

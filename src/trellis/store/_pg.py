@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
 from trellis.store._dialect import P, Runner, T
-from trellis.store._journal import JournalWriter, PostgresJournalWriter
+from trellis.store._journal import JournalWriter
+from trellis.store._pg_journal import PostgresJournalWriter
 
 MIGRATION_LOCK_KEY: Final = 0x7472_656C_6C69_73
 """``pg_advisory_xact_lock`` key taken while migrating (the bytes of ``"trellis"``)."""

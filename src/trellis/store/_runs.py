@@ -18,7 +18,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.errors import ValidationError
-from trellis.store._dialect import pg_notify, point
+from trellis.store._dialect import point
 from trellis.store._prepared import Prepared
 from trellis.store.records import RunRecord, iso
 from trellis.store.schema import callbacks, events, runs
@@ -118,10 +118,9 @@ def create(
     values: Mapping[str, Any],
     first_event: Mapping[str, Any],
     callback: Mapping[str, Any] | None = None,
-    wake: tuple[str, str] | None = None,
 ) -> RunRecord:
     """Insert a run row from column ``values`` with its first event row (and its ``callbacks``
-    row, when given); the run as stored.
+    row, when given); the run as stored. (PostgreSQL: ``_pg_journal.create_at_once``.)
 
     ``values["last_seq"]`` must be the ``seq`` of ``first_event``.
 
@@ -133,8 +132,6 @@ def create(
     _INSERT_EVENT.rows(conn, first_event, by_keys=True)
     if callback is not None:
         conn.execute(callbacks.insert(), dict(callback))
-    if wake is not None:  # PostgreSQL: delivered when the transaction commits
-        pg_notify(conn, *wake)
     return run_from_row(row)
 
 
