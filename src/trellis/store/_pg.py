@@ -37,14 +37,17 @@ def libpq_url(url: URL) -> str:
 
 
 class PostgresRunner:
-    """A :class:`~trellis.store._dialect.Runner` over an async psycopg engine.
+    """A :class:`~trellis.store._dialect.Runner` over async psycopg engines.
 
     The sync repository functions run through :meth:`AsyncConnection.run_sync`, which drives the
-    async driver from a greenlet: no threads, one ``await`` per transaction.
+    async driver from a greenlet: no threads, one ``await`` per transaction. Transactions and
+    autocommit work have a pool each: switching a pooled connection to autocommit and back
+    for every read cost more CPU than the read itself.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine) -> None:
         self._engine = engine
+        self._autocommit_engine = autocommit
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -69,13 +72,13 @@ class PostgresRunner:
         return await self._autocommit(fn, *args, **kwargs)
 
     async def _autocommit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with self._autocommit_engine.connect() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
 
     async def close(self) -> None:
         """Close every pooled connection."""
         await self._engine.dispose()
+        await self._autocommit_engine.dispose()
 
     def __repr__(self) -> str:
         return f"PostgresRunner(url={self._engine.url.render_as_string(hide_password=True)!r})"
@@ -87,8 +90,12 @@ class PostgresDialect:
     name: Literal["postgresql"] = "postgresql"
 
     def create_runner(self, url: URL) -> Runner:
-        """An async engine (psycopg 3) with a pool of up to 20 connections."""
-        return PostgresRunner(create_async_engine(url, pool_size=10, max_overflow=10))
+        """Async engines (psycopg 3), each keeping up to 5 connections open (as many as one
+        engine of 10 did): up to 15 for transactions and up to 10 in autocommit."""
+        return PostgresRunner(
+            create_async_engine(url, pool_size=5, max_overflow=10),
+            create_async_engine(url, pool_size=5, max_overflow=5, isolation_level="AUTOCOMMIT"),
+        )
 
     def upsert(self, table: Table, *, index_elements: Sequence[str], update: Sequence[str]) -> Insert:
         """``INSERT ... ON CONFLICT DO UPDATE``."""

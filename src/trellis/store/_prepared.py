@@ -3,17 +3,16 @@
 The store's hot statements are tiny (one indexed row, ~30 µs in SQLite), and executing them
 through SQLAlchemy's :meth:`Connection.execute` costs several times that in Python: building the
 statement, its cache key, the execution context, the result object. A :class:`Prepared`
-statement is built once at import, with a ``bindparam`` for every value; on SQLite it is
-compiled once per shape and executed on the DBAPI cursor of the connection's current
-transaction, with SQLAlchemy's own bind and result processors converting the values (UTC
-timestamps, JSON), so rows come back exactly as :meth:`Connection.execute` would give them. On
-PostgreSQL, where the round trip and not Python dominates, it goes through ``execute`` as usual
-(still skipping the statement's construction).
+statement is built once at import, with a ``bindparam`` for every value; it is compiled once
+per dialect and shape and executed on the DBAPI cursor of the connection's current transaction
+(SQLite's ``sqlite3`` cursor; on PostgreSQL, the cursor of SQLAlchemy's adapter over async
+psycopg), with SQLAlchemy's own bind and result processors converting the values (UTC
+timestamps, JSON), so rows come back exactly as :meth:`Connection.execute` would give them. A
+statement with an expanding parameter (``IN``) goes through ``execute`` as usual.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,40 +32,53 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """A Core statement compiled for pysqlite: SQL text, its parameters in ``?`` order, and
-    (for statements returning rows) each result column's key and processor."""
+    """A Core statement compiled for one dialect: SQL text, its parameters (in ``?`` order for
+    pysqlite; by name for psycopg), and (for statements returning rows) each result column's key
+    and processor."""
 
     sql: str
-    binds: tuple[tuple[str, Any, Processor | None], ...]
-    """Per ``?``: the parameter's name, its value when the statement carries one, its processor."""
+    binds: tuple[tuple[str, str, Any, Processor | None], ...]
+    """Per parameter: its name, its name in the SQL text, its value when the statement carries
+    one, its processor."""
     columns: tuple[tuple[str, Processor | None], ...]
+    named: bool
+    """Parameters go by name (``%(name)s``) rather than by position (``?``)."""
 
     @classmethod
-    def of(cls, stmt: ClauseElement, dialect: SADialect, keys: Sequence[str] | None = None) -> Compiled:
+    def of(
+        cls, stmt: ClauseElement, dialect: SADialect, keys: Sequence[str] | None = None
+    ) -> Compiled | None:
+        """The compiled form, or None when the statement needs SQLAlchemy's own execution."""
         compiled = stmt.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
         assert isinstance(compiled, SQLCompiler)
-        assert compiled.positiontup is not None, "pysqlite compiles to positional parameters"
+        names = compiled.positiontup if compiled.positiontup is not None else list(compiled.binds)
+        if any(compiled.binds[name].expanding for name in names):
+            return None
+        escaped: Mapping[str, str] = compiled.escaped_bind_names or {}
         binds = tuple(
             (
                 name,
+                escaped.get(name, name),
                 compiled.binds[name].effective_value if not compiled.binds[name].required else _REQUIRED,
                 compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
             )
-            for name in compiled.positiontup
+            for name in names
         )
         columns = tuple(
             (column.keyname, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in compiled._result_columns
         )
-        return cls(compiled.string, binds, columns)
+        return cls(compiled.string, binds, columns, named=compiled.positiontup is None)
 
-    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        """Positional parameters for ``values``, converted as SQLAlchemy would."""
-        out = []
-        for name, fixed, process in self.binds:
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The parameters for ``values``, converted as SQLAlchemy would."""
+        converted = []
+        for name, _, fixed, process in self.binds:
             value = values[name] if fixed is _REQUIRED or name in values else fixed
-            out.append(value if process is None else process(value))
-        return tuple(out)
+            converted.append(value if process is None else process(value))
+        if self.named:
+            return {sql_name: value for (_, sql_name, _, _), value in zip(self.binds, converted, strict=True)}
+        return tuple(converted)
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         """One result row as ``{column key: value}``, converted as SQLAlchemy would."""
@@ -105,23 +117,24 @@ class Prepared:
 
     def __init__(self, stmt: Statement) -> None:
         self.stmt = stmt
-        self._compiled: dict[tuple[str, ...] | None, Compiled] = {}
+        self._compiled: dict[tuple[str, tuple[str, ...] | None], Compiled | None] = {}
 
-    def _for(self, conn: Connection, params: Params, by_keys: bool) -> Compiled:
-        keys = tuple(params) if by_keys else None
-        compiled = self._compiled.get(keys)
-        if compiled is None:
-            compiled = self._compiled[keys] = Compiled.of(self.stmt, conn.dialect, keys)
-        return compiled
+    def _for(self, conn: Connection, params: Params, by_keys: bool) -> Compiled | None:
+        key = (conn.dialect.name, tuple(params) if by_keys else None)
+        try:
+            return self._compiled[key]
+        except KeyError:
+            compiled = self._compiled[key] = Compiled.of(self.stmt, conn.dialect, key[1])
+            return compiled
 
     def rows(
         self, conn: Connection, params: Mapping[str, Any], *, by_keys: bool = False
     ) -> list[dict[str, Any]]:
         """Execute with ``params``; every row it returns (none for a plain write)."""
-        if conn.dialect.name != "sqlite":
+        compiled = self._for(conn, params, by_keys)
+        if compiled is None:
             result = conn.execute(self.stmt, dict(params))
             return [dict(row) for row in result.mappings()] if result.returns_rows else []
-        compiled = self._for(conn, params, by_keys)
         with _raw(conn, compiled) as cursor:
             cursor.execute(compiled.sql, compiled.params(params))
             return [compiled.row(raw) for raw in cursor.fetchall()] if compiled.columns else []
@@ -135,10 +148,10 @@ class Prepared:
 
     def run_many(self, conn: Connection, sets: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (``executemany``); every set has the first one's keys."""
-        if conn.dialect.name != "sqlite":
+        compiled = self._for(conn, sets[0], by_keys=True)
+        if compiled is None:
             conn.execute(self.stmt, [dict(params) for params in sets])
             return
-        compiled = self._for(conn, sets[0], by_keys=True)
         with _raw(conn, compiled) as cursor:
             cursor.executemany(compiled.sql, [compiled.params(params) for params in sets])
 
@@ -146,11 +159,19 @@ class Prepared:
 @contextmanager
 def _raw(conn: Connection, compiled: Compiled) -> Iterator[Any]:
     """A DBAPI cursor in ``conn``'s current transaction, closed after; the driver's errors are
-    raised as SQLAlchemy raises them (``IntegrityError``, ``OperationalError``, ...)."""
+    raised as SQLAlchemy raises them (``IntegrityError``, ``OperationalError``, ...), and a
+    connection the error shows to be lost is invalidated, as SQLAlchemy would."""
+    dialect = conn.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
     cursor = raw_cursor(conn)
     try:
         yield cursor
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(compiled.sql, None, exc, sqlite3.Error) from exc
+    except dbapi_error as exc:
+        lost = dialect.is_disconnect(exc, driver_connection(conn), cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            compiled.sql, None, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+        ) from exc
     finally:
         cursor.close()
