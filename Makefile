@@ -11,8 +11,12 @@ uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@command -v $(UV) >/dev/null 2>&1 || { echo "uv could not be installed"; exit 1; }
 
+# Bytecode is compiled at install time, for the dependencies and for Trellis itself: where
+# PYTHONDONTWRITEBYTECODE is set (as on some CI machines), Python would otherwise compile every
+# module from source on every start, and a CLI command took seconds longer to start.
 install: uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	$(UV) run --frozen python -m compileall -q src
 
 # The service on SQLite with the bundled examples registered, plus the examples' fake agents,
 # services and model (loopback :9100 and :9101), and a SIMULATED fleet of four vLLM-like
