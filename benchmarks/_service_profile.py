@@ -62,7 +62,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("    wait_until_settled (bus, get_run)", "trellis/api/_runs.py", "wait_until_settled"),
     ("HTTP bytes in, outside the request task (data_received)", "httptools_impl.py", "data_received"),
     ("worker loop (claim_runs, idle waits)", "trellis/queue/__init__.py", "run"),
-    ("worker: Executor.execute_claimed, whole", "trellis/runtime/_execute.py", "execute_claimed"),
+    ("worker: Executor.run_claimed, whole", "trellis/runtime/_execute.py", "run_claimed"),
     ("  Engine.compiled (cache lookup)", "trellis/runtime/_engine.py", "compiled"),
     ("  Executor._start (state read, run.started)", "trellis/runtime/_execute.py", "_start"),
     ("execution task: Executor._drive (graph astream)", "trellis/runtime/_execute.py", "_drive"),

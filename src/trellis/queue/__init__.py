@@ -112,7 +112,7 @@ class Worker:
 
     async def _execute(self, run: RunRecord) -> None:
         try:
-            await self.engine.executor.execute_claimed(run)
+            await self.engine.executor.run_claimed(run)
         except LeaseLost as exc:
             log.warning("%s", exc)
         except asyncio.CancelledError:

@@ -192,7 +192,13 @@ class Executor:
         return None
 
     async def execute_claimed(self, run: RunRecord) -> RunRecord:
-        """Drive a run this process holds the lease of, until it ends, parks or is handed back."""
+        """Drive a run this process holds the lease of, until it ends, parks or is handed back;
+        the run as it then is."""
+        await self.run_claimed(run)
+        return await self.engine.get_run(run.id)
+
+    async def run_claimed(self, run: RunRecord) -> None:
+        """:meth:`execute_claimed` without reading the run back (the queue's workers need not)."""
         engine = self.engine
         compiled = await engine.compiled(run)
         execution = Execution(run.id, token=run.lease_token)
@@ -202,10 +208,9 @@ class Executor:
         recorder.fence_needed = lambda: not execution.surely_held()
         recorder.on_failure = lambda exc: execution.lose_lease() if isinstance(exc, Conflict) else None
         recorder.observe = engine.instruments.observer(run.workflow, run.started_at)
-        if run.started_at is None and compiled.definition is not None and compiled.definition.preflight:
-            refused = await self._preflight(run, compiled.definition.preflight, recorder)
-            if refused is not None:
-                return refused
+        declared = compiled.definition.preflight if compiled.definition is not None else None
+        if run.started_at is None and declared and await self._preflight(run, declared, recorder):
+            return
         tracker = RunTracker(
             run.id,
             run.input,
@@ -245,13 +250,13 @@ class Executor:
             await recorder.close()
         except Conflict as exc:
             raise LeaseLost(f"run {run.id}: {exc.message}") from exc
-        return await engine.get_run(run.id)
 
-    async def _preflight(self, run: RunRecord, agents: list[str], recorder: Recorder) -> RunRecord | None:
-        """Fail a new run at once when an agent it declares in ``preflight`` cannot be relied on."""
+    async def _preflight(self, run: RunRecord, agents: list[str], recorder: Recorder) -> bool:
+        """Fail a new run at once when an agent it declares in ``preflight`` cannot be relied on;
+        whether it did."""
         problems = await self.engine.preflight(agents)
         if not problems:
-            return None
+            return False
         reasons = "; ".join(f"{p['agent']}: {p['reason']}" for p in problems)
         error = PreflightFailed(
             f"run {run.id} not started: preflight found agents it cannot rely on ({reasons})",
@@ -268,7 +273,7 @@ class Executor:
             await recorder.close()
         except Conflict as exc:
             raise LeaseLost(f"run {run.id}: {exc.message}") from exc
-        return await self.engine.get_run(run.id)
+        return True
 
     async def _start(
         self, compiled: CompiledWorkflow, config: RunnableConfig, run: RunRecord, recorder: Recorder
