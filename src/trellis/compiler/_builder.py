@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp, NodeError
@@ -65,8 +65,6 @@ class OneStep:
     applied under each field's reducer (a field not yet set takes the first value as is, as a
     LangGraph channel does), so the runner takes the same delta as from the subgraph.
     """
-
-    checkpointer: Literal[False] = False
 
     def __init__(
         self,
@@ -261,8 +259,15 @@ class GraphBuilder:
 
     def _one_step(self, node: AnyNode) -> bool:
         """A node that runs once and ends its scope: no park, no fan-out, no route elsewhere."""
-        catches = node.catch if node.catch is not None else (self.workflow.defaults.catch or [])
-        return isinstance(node, ONE_STEP_NODES) and node.next is None and all(c.next is None for c in catches)
+        return (
+            isinstance(node, ONE_STEP_NODES)
+            and node.next is None
+            and all(c.next is None for c in self._catch_specs(node))
+        )
+
+    def _catch_specs(self, node: AnyNode) -> Sequence[CatchSpec]:
+        """The node's own ``catch`` list, or the workflow's default one."""
+        return node.catch if node.catch is not None else (self.workflow.defaults.catch or [])
 
     # -- policies -------------------------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class GraphBuilder:
         retry = self._retry(node.retry if node.retry is not None else defaults.retry)
         own_timeout = None if isinstance(node, ApprovalNode) else node.timeout
         timeout = self._timeout(own_timeout if own_timeout is not None else defaults.timeout)
-        catches = node.catch if node.catch is not None else (defaults.catch or [])
+        catches = self._catch_specs(node)
         return NodePlan(
             id=ref.id,
             type=node.type,

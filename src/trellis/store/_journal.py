@@ -14,7 +14,7 @@ writer to the same run waits, then reads the first writer's ``last_seq``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -23,8 +23,9 @@ from sqlalchemy.engine import Connection
 
 from trellis.errors import Conflict, NotFound
 from trellis.store import _queue
-from trellis.store._dialect import Dialect, point
+from trellis.store._dialect import Dialect, Runner, point
 from trellis.store._prepared import Prepared
+from trellis.store._runs import create as create_run
 from trellis.store._runs import run_values
 from trellis.store.records import EventRecord, NewEvent, NodeStateRecord, NodeStateUpdate, RunRecord
 from trellis.store.schema import events as events_table
@@ -48,6 +49,36 @@ RunUpdateShape = tuple[frozenset[str], bool, bool]
 
 NODE_STATE_DEFAULTS: Final[Mapping[str, Any]] = {"status": NodeStatus.PENDING.value, "attempt": 0}
 """Column values of a node's first row when the update does not give them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one :meth:`~trellis.store.Store.record` call writes to one run, and when."""
+
+    run_id: str
+    events: Sequence[NewEvent]
+    node_states: Sequence[NodeStateUpdate]
+    run: Mapping[str, Any] | None
+    """Run fields to change."""
+    lease_token: int | None
+    """When given, nothing is written unless the run is still leased under it."""
+    now: datetime
+
+    def inserted(self, last_seq: int) -> list[EventRecord]:
+        """The records of :attr:`events` once stored, the last one numbered ``last_seq``."""
+        first = last_seq - len(self.events) + 1
+        return [
+            EventRecord(
+                run_id=self.run_id,
+                seq=first + i,
+                ts=event.ts or self.now,
+                type=event.type,
+                node=event.node,
+                attempt=event.attempt,
+                data=None if event.data is None else dict(event.data),
+            )
+            for i, event in enumerate(self.events)
+        ]
 
 
 class JournalWriter:
@@ -119,6 +150,22 @@ class JournalWriter:
         """Run :meth:`node_state_upsert` for ``given`` with one row."""
         self.node_state_upsert(given).rows(conn, row, by_keys=True)
 
+    async def write_record(self, runner: Runner, batch: Batch) -> list[EventRecord]:
+        """:func:`record` through ``runner``, in one transaction (a dialect may do it otherwise)."""
+        return await runner.write(record, self, batch)
+
+    async def write_new_run(
+        self,
+        runner: Runner,
+        values: Mapping[str, Any],
+        first_event: Mapping[str, Any],
+        callback: Mapping[str, Any] | None,
+        wake_channel: str | None,
+    ) -> RunRecord:
+        """``_runs.create`` through ``runner``, in one transaction; ``wake_channel`` (a
+        notification for other processes) is for dialects that have them."""
+        return await runner.write(create_run, values, first_event, callback)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dialect={self._dialect!r})"
 
@@ -133,17 +180,7 @@ events commit."""
 
 
 @point
-def record(
-    conn: Connection,
-    writer: JournalWriter,
-    run_id: str,
-    *,
-    events: Sequence[NewEvent],
-    node_states: Sequence[NodeStateUpdate],
-    run: Mapping[str, Any] | None,
-    lease_token: int | None,
-    now: datetime,
-) -> list[EventRecord]:
+def record(conn: Connection, writer: JournalWriter, batch: Batch) -> list[EventRecord]:
     """Append events, upsert node states and update run fields, in ``conn``'s transaction.
 
     Raises:
@@ -151,7 +188,8 @@ def record(
         Conflict: ``lease_token`` was given and the run's current token differs (another worker
             claimed the run: this one must stop).
     """
-    count = len(events)
+    run_id, run, lease_token, now = batch.run_id, batch.run, batch.lease_token, batch.now
+    count = len(batch.events)
     last_seq = 0
     if count or run or lease_token is not None:
         if run or lease_token is not None:
@@ -167,7 +205,7 @@ def record(
         assert reserved is not None
         last_seq = reserved
 
-    inserted = inserted_events(run_id, events, last_seq, now)
+    inserted = batch.inserted(last_seq)
     if inserted:
         writer.execute_insert_events(
             conn,
@@ -185,7 +223,7 @@ def record(
             ],
         )
         writer.announce(conn, run_id, inserted[0].seq, last_seq)
-    for state in node_states:
+    for state in batch.node_states:
         given = state.values()
         row = {**NODE_STATE_DEFAULTS, **given, "run_id": run_id, "node": state.node, "updated_at": now}
         writer.execute_upsert(conn, frozenset(given), row)
@@ -208,31 +246,10 @@ def transition(
     changed = _queue.transition(conn, run_id, expected_status, fields, now=now)
     if changed is None:
         return None
-    inserted = record(
-        conn, writer, run_id, events=events, node_states=(), run=None, lease_token=None, now=now
-    )
+    inserted = record(conn, writer, Batch(run_id, events, (), None, None, now))
     if inserted:
         changed = replace(changed, last_seq=inserted[-1].seq)
     return changed, inserted
-
-
-def inserted_events(
-    run_id: str, events: Sequence[NewEvent], last_seq: int, now: datetime
-) -> list[EventRecord]:
-    """The records of ``events`` once stored, the last one numbered ``last_seq``."""
-    first = last_seq - len(events) + 1
-    return [
-        EventRecord(
-            run_id=run_id,
-            seq=first + i,
-            ts=event.ts or now,
-            type=event.type,
-            node=event.node,
-            attempt=event.attempt,
-            data=None if event.data is None else dict(event.data),
-        )
-        for i, event in enumerate(events)
-    ]
 
 
 def raise_missing_or_fenced(conn: Connection, run_id: str, lease_token: int | None) -> None:

@@ -25,7 +25,6 @@ how many events, which node-state fields) and kept.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -38,23 +37,22 @@ from sqlalchemy import (
     literal,
     select,
     union_all,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import CTE, Select
 
-from trellis.store._dialect import Dialect, pg_notify
+from trellis.store._dialect import Dialect, Runner, pg_notify
 from trellis.store._journal import (
     EVENTS_CHANNEL,
     NODE_STATE_DEFAULTS,
+    Batch,
     JournalWriter,
-    inserted_events,
     raise_missing_or_fenced,
 )
-from trellis.store._prepared import Prepared
+from trellis.store._prepared import Prepared, Statement
 from trellis.store._runs import run_from_row, run_values
-from trellis.store.records import EventRecord, NewEvent, NodeStateUpdate, RunRecord
+from trellis.store.records import EventRecord, RunRecord
 from trellis.store.schema import callbacks, runs
 from trellis.store.schema import events as events_table
 from trellis.store.schema import node_states as node_states_table
@@ -70,37 +68,26 @@ statement shape of their own."""
 _EVENT_COLUMNS: Final = ("run_id", "seq", "ts", "type", "node", "attempt", "data")
 
 
-def record_shape(
-    events: Sequence[NewEvent],
-    node_states: Sequence[NodeStateUpdate],
-    run_fields: Mapping[str, Any] | None,
-    lease_token: int | None,
-) -> RecordShape | None:
-    """The shape of a :func:`record` call, or None when it is too large to have one."""
-    if len(events) > MAX_EVENTS_AT_ONCE:
+def record_shape(batch: Batch) -> RecordShape | None:
+    """The shape of ``batch``'s statement, or None when it is too large to have one."""
+    if len(batch.events) > MAX_EVENTS_AT_ONCE:
         return None
-    touches_run = bool(events) or bool(run_fields) or lease_token is not None
+    touches_run = bool(batch.events) or bool(batch.run) or batch.lease_token is not None
     return (
-        frozenset(run_fields or ()) if touches_run else None,
-        len(events),
-        lease_token is not None,
-        tuple(frozenset(state.values()) for state in node_states),
+        frozenset(batch.run or ()) if touches_run else None,
+        len(batch.events),
+        batch.lease_token is not None,
+        tuple(frozenset(state.values()) for state in batch.node_states),
     )
 
 
-def record_statement(shape: RecordShape, channel: str) -> Prepared:
-    """The one statement of a :func:`record` of ``shape``; ``channel`` carries the notification."""
-    fields, count, fenced, states = shape
-    r: CTE | None = None
+def record_statement(shape: RecordShape, channel: str, run_update: Statement | None) -> Prepared:
+    """The one statement of a :func:`record` of ``shape``: ``run_update`` (the generic
+    ``UPDATE runs ... RETURNING last_seq`` of the same shape, None when the run row is not
+    touched) as its first CTE; ``channel`` carries the notification."""
+    _, count, _, states = shape
+    r = None if run_update is None else run_update.cte("r")
     ctes: list[CTE] = []
-    if fields is not None:
-        values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=runs.c[k].type) for k in sorted(fields)}
-        values["updated_at"] = bindparam("p_now", type_=runs.c.updated_at.type)
-        values["last_seq"] = runs.c.last_seq + bindparam("p_count", type_=BigInteger)
-        change = update(runs).where(runs.c.id == bindparam("p_run_id", type_=String)).values(values)
-        if fenced:
-            change = change.where(runs.c.lease_token == bindparam("p_token", type_=BigInteger))
-        r = change.returning(runs.c.last_seq).cte("r")
     notified = None
     if count:
         assert r is not None
@@ -154,26 +141,24 @@ def _node_state_upsert(r: CTE | None, index: int, given: frozenset[str]) -> CTE:
     return upsert.cte(f"s{index}")
 
 
-def record_params(
-    run_id: str,
-    *,
-    events: Sequence[NewEvent],
-    node_states: Sequence[NodeStateUpdate],
-    run_fields: Mapping[str, Any],
-    lease_token: int | None,
-    origin: str,
-    now: datetime,
-) -> dict[str, Any]:
-    """The parameters of :func:`record_statement` for one call."""
+def record_params(batch: Batch, run_fields: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """The parameters of :func:`record_statement` for ``batch`` (its run fields validated)."""
+    now = batch.now
     params: dict[str, Any] = {f"v_{k}": v for k, v in run_fields.items()}
-    params.update(p_run_id=run_id, p_now=now, p_count=len(events), p_token=lease_token, p_origin=origin)
-    for index, event in enumerate(events):
+    params.update(
+        p_run_id=batch.run_id,
+        p_now=now,
+        p_count=len(batch.events),
+        p_token=batch.lease_token,
+        p_origin=origin,
+    )
+    for index, event in enumerate(batch.events):
         params[f"e{index}_ts"] = event.ts or now
         params[f"e{index}_type"] = event.type
         params[f"e{index}_node"] = event.node
         params[f"e{index}_attempt"] = event.attempt
         params[f"e{index}_data"] = None if event.data is None else dict(event.data)
-    for index, state in enumerate(node_states):
+    for index, state in enumerate(batch.node_states):
         params[f"s{index}_node"] = state.node
         for column, value in {**NODE_STATE_DEFAULTS, **state.values()}.items():
             params[f"s{index}_{column}"] = value
@@ -227,8 +212,28 @@ class PostgresJournalWriter(JournalWriter):
     def record_statement(self, shape: RecordShape) -> Prepared:
         prepared = self._records.get(shape)
         if prepared is None:
-            prepared = self._records[shape] = record_statement(shape, EVENTS_CHANNEL)
+            fields, count, fenced, _ = shape
+            change = None if fields is None else self.run_update((fields, count > 0, fenced)).stmt
+            prepared = self._records[shape] = record_statement(shape, EVENTS_CHANNEL, change)
         return prepared
+
+    async def write_record(self, runner: Runner, batch: Batch) -> list[EventRecord]:
+        """One statement in autocommit (a batch too large for one: the generic transaction)."""
+        shape = record_shape(batch)
+        if shape is None:
+            return await super().write_record(runner, batch)
+        return await runner.write_statement(record_at_once, self, shape, batch)
+
+    async def write_new_run(
+        self,
+        runner: Runner,
+        values: Mapping[str, Any],
+        first_event: Mapping[str, Any],
+        callback: Mapping[str, Any] | None,
+        wake_channel: str | None,
+    ) -> RunRecord:
+        """One statement in autocommit, the wake-up notification included."""
+        return await runner.write_statement(create_at_once, self, values, first_event, callback, wake_channel)
 
     def create_statement(self, columns: tuple[str, ...], with_callback: bool, notify: bool) -> Prepared:
         key = (columns, with_callback, notify)
@@ -239,16 +244,7 @@ class PostgresJournalWriter(JournalWriter):
 
 
 def record_at_once(
-    conn: Connection,
-    writer: PostgresJournalWriter,
-    run_id: str,
-    shape: RecordShape,
-    *,
-    events: Sequence[NewEvent],
-    node_states: Sequence[NodeStateUpdate],
-    run: Mapping[str, Any] | None,
-    lease_token: int | None,
-    now: datetime,
+    conn: Connection, writer: PostgresJournalWriter, shape: RecordShape, batch: Batch
 ) -> list[EventRecord]:
     """:func:`~trellis.store._journal.record` as one statement (``conn`` in autocommit).
 
@@ -256,21 +252,12 @@ def record_at_once(
         NotFound: the run does not exist.
         Conflict: ``lease_token`` no longer matches.
     """
-    fields = run_values(run or {})
-    params = record_params(
-        run_id,
-        events=events,
-        node_states=node_states,
-        run_fields=fields,
-        lease_token=lease_token,
-        origin=writer.origin,
-        now=now,
-    )
+    params = record_params(batch, run_values(batch.run or {}), writer.origin)
     row = writer.record_statement(shape).first(conn, params)
     if row is None:
-        raise_missing_or_fenced(conn, run_id, lease_token)
+        raise_missing_or_fenced(conn, batch.run_id, batch.lease_token)
     assert row is not None
-    return inserted_events(run_id, events, int(row["last_seq"]), now)
+    return batch.inserted(int(row["last_seq"]))
 
 
 def create_at_once(
@@ -279,9 +266,10 @@ def create_at_once(
     values: Mapping[str, Any],
     first_event: Mapping[str, Any],
     callback: Mapping[str, Any] | None,
-    wake: tuple[str, str] | None,
+    wake_channel: str | None,
 ) -> RunRecord:
-    """:func:`~trellis.store._runs.create` as one statement (``conn`` in autocommit).
+    """:func:`~trellis.store._runs.create` as one statement (``conn`` in autocommit), telling
+    ``wake_channel`` the new run's id as it commits.
 
     Raises:
         sqlalchemy.exc.IntegrityError: duplicate idempotency key, or unregistered workflow.
@@ -291,8 +279,8 @@ def create_at_once(
     params.update({f"e_{k}": v for k, v in first_event.items() if k != "run_id"})
     if callback is not None:
         params.update({f"c_{k}": v for k, v in callback.items() if k != "run_id"})
-    if wake is not None:
-        params["w_channel"] = wake[0]
-    row = writer.create_statement(columns, callback is not None, wake is not None).first(conn, params)
+    if wake_channel is not None:
+        params["w_channel"] = wake_channel
+    row = writer.create_statement(columns, callback is not None, wake_channel is not None).first(conn, params)
     assert row is not None
     return run_from_row(row)

@@ -25,7 +25,6 @@ from trellis.store import (
     _journal,
     _migrate,
     _observability,
-    _pg_journal,
     _queue,
     _resilience,
     _runs,
@@ -35,7 +34,6 @@ from trellis.store import (
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DialectName, T, dialect_for, mask_url, normalize_url
 from trellis.store._observability import LogRecord
-from trellis.store._pg_journal import PostgresJournalWriter
 from trellis.store._resilience import AgentRecord, AgentSample, BreakerChange, BreakerRecord, SystemEvent
 from trellis.store._runs import run_values
 from trellis.store._triggers import CallbackRecord, DeliveryRecord, TriggerRecord
@@ -238,12 +236,7 @@ class Store:
                 "updated_at": now,
             }
         try:
-            if isinstance(self._journal, PostgresJournalWriter):
-                wake = (wake_channel, run_id) if wake_channel else None
-                return await self._runner.write_statement(
-                    _pg_journal.create_at_once, self._journal, values, queued, delivery, wake
-                )
-            return await self._runner.write(_runs.create, values, queued, delivery)
+            return await self._journal.write_new_run(self._runner, values, queued, delivery, wake_channel)
         except IntegrityError as exc:
             await self._explain_create_failure(exc, workflow, version, idempotency_key)
             raise
@@ -365,33 +358,8 @@ class Store:
             database: on SQLite it still commits on the writer thread; on PostgreSQL it is rolled
             back. Record what a cancellation means (``run.cancelled``) after catching it.
         """
-        journal, now = self._journal, _now()
-        shape = None
-        if isinstance(journal, PostgresJournalWriter):
-            shape = _pg_journal.record_shape(events, node_states, run, lease_token)
-        if isinstance(journal, PostgresJournalWriter) and shape is not None:
-            inserted = await self._runner.write_statement(
-                _pg_journal.record_at_once,
-                journal,
-                run_id,
-                shape,
-                events=events,
-                node_states=node_states,
-                run=run,
-                lease_token=lease_token,
-                now=now,
-            )
-        else:
-            inserted = await self._runner.write(
-                _journal.record,
-                journal,
-                run_id,
-                events=events,
-                node_states=node_states,
-                run=run,
-                lease_token=lease_token,
-                now=now,
-            )
+        batch = _journal.Batch(run_id, events, node_states, run, lease_token, _now())
+        inserted = await self._journal.write_record(self._runner, batch)
         if inserted and self.on_events is not None:
             self.on_events(inserted)
         return inserted
