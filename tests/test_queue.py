@@ -238,6 +238,81 @@ class TestDraining:
             assert tracker.calls == ["a", "b", "c"]
 
 
+HELD = SLOW.replace("name: slow", "name: held").replace("seconds: 0.3}", "seconds: 30}")
+
+
+class CountedCalls:
+    """Counts the store's command lookups; remembers the runs each sweep reported."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.per_run: list[str] = []
+        self.sweeps: list[set[str]] = []
+        store = engine.store
+        pending, sweep = store.pending_commands, store.runs_with_pending_commands
+
+        async def counted_pending(run_id: str) -> Any:
+            self.per_run.append(run_id)
+            return await pending(run_id)
+
+        async def counted_sweep(run_ids: Any) -> set[str]:
+            found = await sweep(run_ids)
+            self.sweeps.append(found)
+            return found
+
+        monkeypatch.setattr(store, "pending_commands", counted_pending)
+        monkeypatch.setattr(store, "runs_with_pending_commands", counted_sweep)
+
+
+class TestCommands:
+    async def test_one_sweep_per_process_finds_a_command_no_notification_announced(
+        self, database_url: str, tools: Registry, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Runs held by a worker cost no query each while nobody commands them; a command
+        written by a process that could not signal (no notification) is found by the sweep."""
+        async with engine_at(database_url, tools) as engine:
+            calls = CountedCalls(engine, monkeypatch)
+            await engine.register(HELD)
+            runs = [await engine.submit("held") for _ in range(3)]
+            async with running(Worker(engine, concurrency=3)):
+                for run in runs:
+                    await until(lambda run=run: _node_running(engine, run.id, "a"))
+                await asyncio.sleep(0.5)
+                assert calls.per_run == []  # nobody polls a run of its own
+                assert calls.sweeps == [] or max(len(s) for s in calls.sweeps) == 0
+                target = runs[1]
+                await engine.store.post_command(target.id, "cancel", actor="elsewhere")
+                await until(lambda: finished(engine, target.id), within=5)
+                cancelled = await engine.get_run(target.id)
+                assert cancelled.status == RunStatus.CANCELLED
+                assert calls.per_run == [target.id]
+                assert {target.id} in calls.sweeps
+                others = [await engine.get_run(run.id) for run in (runs[0], runs[2])]
+                assert [run.status for run in others] == [RunStatus.RUNNING] * 2
+                for run in (runs[0], runs[2]):
+                    await engine.cancel(run.id, actor="test")
+            assert len(calls.sweeps) <= 30  # one per sweep interval, not one per run and interval
+
+    async def test_a_command_announced_before_its_run_registers_reaches_it_at_registration(
+        self, database_url: str, tools: Registry, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A notification can arrive between a worker's claim and the moment the run is
+        registered with it; the command then reaches the run as it registers, not at a sweep."""
+        async with engine_at(database_url, tools) as engine:
+            calls = CountedCalls(engine, monkeypatch)
+            await engine.register(HELD)
+            run = await engine.submit("held")
+            await engine.store.post_command(run.id, "cancel", actor="early")
+            engine.executor.notice_command(run.id)  # what the notification listener does
+            started = time.monotonic()
+            async with running(Worker(engine, concurrency=1)):
+                await until(lambda: finished(engine, run.id), within=5)
+            assert (await engine.get_run(run.id)).status == RunStatus.CANCELLED
+            assert calls.per_run == [run.id]
+            if engine.store.dialect == "postgresql":  # sweeps are 2 s apart there: not one of them
+                assert time.monotonic() - started < 1.5
+                assert all(run.id not in found for found in calls.sweeps)
+
+
 class TestQueueStats:
     async def test_stats_report_depth_workers_and_leases(self, database_url: str, tools: Registry) -> None:
         async with engine_at(database_url, tools) as engine:

@@ -36,7 +36,13 @@ from trellis.registry import Registry, registry
 from trellis.resilience import BreakerBoard, BreakerPolicy, breaker_key
 from trellis.runtime._bus import EventBus
 from trellis.runtime._diff import diff
-from trellis.runtime._execute import Executor, describe_parked, new_owner_id
+from trellis.runtime._execute import (
+    COMMAND_FALLBACK_SECONDS,
+    COMMAND_POLL_SECONDS,
+    Executor,
+    describe_parked,
+    new_owner_id,
+)
 from trellis.runtime._fence import FencedSaver
 from trellis.store import (
     AgentRecord,
@@ -124,7 +130,12 @@ class Engine:
             async with open_checkpointer(settings.database_url) as saver:
                 engine = cls(store=store, checkpointer=saver, settings=settings, registry=reg, **kwargs)
                 await engine._seed_agents()
-                background = [asyncio.create_task(engine._listen(), name="trellis-listen")]
+                background = [
+                    asyncio.create_task(engine._listen(), name="trellis-listen"),
+                    asyncio.create_task(
+                        engine.executor.sweep_commands(engine._command_sweep_seconds), name="trellis-commands"
+                    ),
+                ]
                 if monitor:
                     background.append(asyncio.create_task(engine.health.run(), name="trellis-health"))
                 try:
@@ -152,20 +163,26 @@ class Engine:
         ):
             if channel == "":
                 self._listening.set()
+                self.executor.notice_all()  # (re)connected: what was sent meanwhile is lost
             elif channel == AGENTS_CHANNEL:
                 self.agents.invalidate(payload or None)
             elif channel == QUEUE_CHANNEL:
                 self.wakeup.set()
             elif channel == COMMANDS_CHANNEL:
-                execution = self.executor.active.get(payload)
-                if execution is not None:
-                    execution.poke.set()
+                self.executor.notice_command(payload)
             elif channel == EVENTS_CHANNEL:
                 run_id, first, last, origin = [*payload.split(":"), "", "", ""][:4]
                 if origin == self.store.origin:
                     continue  # written here: already published when the write returned
                 if first.isdigit() and last.isdigit():
                     self.bus.announce(run_id, int(first), int(last))
+
+    def _command_sweep_seconds(self) -> float:
+        """Commands are announced by notifications on PostgreSQL once listening; on SQLite,
+        another process (a CLI) cannot announce them, so the sweep is what finds them."""
+        if self.store.dialect == "postgresql" and self._listening.is_set():
+            return COMMAND_FALLBACK_SECONDS
+        return COMMAND_POLL_SECONDS
 
     async def _queued(self, run_id: str) -> None:
         """A run became claimable: wake this process's worker and every other one."""
@@ -176,6 +193,7 @@ class Engine:
         self, run_id: str, kind: str, actor: str | None, payload: dict[str, Any] | None = None
     ) -> None:
         await self.store.post_command(run_id, kind, payload=payload, actor=actor)
+        self.executor.notice_command(run_id)  # claimed here a moment ago, not registered yet
         await self.store.notify(COMMANDS_CHANNEL, run_id)
 
     async def queue_stats(self) -> dict[str, Any]:

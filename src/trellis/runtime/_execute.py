@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,7 +51,13 @@ results of graphs whose nodes Trellis did not wrap (Python workflows)."""
 WRAPPED_STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
 """The same for a graph of wrapped nodes (every DSL workflow): they report their own lifecycle."""
 COMMAND_POLL_SECONDS = 0.2
-"""How often an execution looks for commands when no notification tells it sooner."""
+"""How often a process looks for commands that no notification can announce (SQLite: a CLI in
+another process posted them), with one query for all the runs it holds."""
+COMMAND_FALLBACK_SECONDS = 2.0
+"""The same where notifications announce commands (PostgreSQL): a fallback for one that was lost."""
+EARLY_NOTICE_SECONDS = 10.0
+"""How long a command notification for a run not registered here yet is kept for it: a run
+claimed by this worker a moment before is registered only once its first state is read."""
 WATCHER_STOP_SECONDS = 2.0
 """How long an ending execution lets its watcher finish a query before cancelling it."""
 SHUTDOWN = "shutdown"
@@ -139,6 +146,39 @@ class Executor:
         self.engine = engine
         self.lease_seconds = lease_seconds
         self.active: dict[str, Execution] = {}
+        self._early: dict[str, float] = {}
+        """Runs announced to have commands before they were registered here (monotonic time)."""
+
+    def notice_command(self, run_id: str) -> None:
+        """A command may be waiting for ``run_id``: wake its watcher, now or once it registers."""
+        execution = self.active.get(run_id)
+        if execution is not None:
+            execution.poke.set()
+            return
+        horizon = time.monotonic() - EARLY_NOTICE_SECONDS
+        for stale in [r for r, at in self._early.items() if at < horizon]:
+            del self._early[stale]
+        self._early[run_id] = time.monotonic()
+
+    def notice_all(self) -> None:
+        """Commands may have been missed (notifications were down): every watcher looks."""
+        for execution in self.active.values():
+            execution.poke.set()
+
+    async def sweep_commands(self, interval: Callable[[], float]) -> None:
+        """Forever: every ``interval()`` seconds, wake the watchers of the runs held here that have
+        commands pending. One query per sweep, however many runs this process holds."""
+        while True:
+            await asyncio.sleep(interval())
+            if not self.active:
+                continue
+            try:
+                pending = await self.engine.store.runs_with_pending_commands(list(self.active))
+            except Exception as exc:  # the database is away: the next sweep tries again
+                log.warning("could not look for pending commands: %s", exc)
+                continue
+            for run_id in pending:
+                self.notice_command(run_id)
 
     async def claim(self, run_id: str) -> RunRecord:
         """Take one run for execution here, or say precisely why it cannot be taken."""
@@ -224,6 +264,8 @@ class Executor:
         }
         graph_input = await self._start(compiled, config, run, recorder)
         self.active[run.id] = execution
+        if self._early.pop(run.id, None) is not None:
+            execution.poke.set()
         engine.saver.guard(run.id, run.lease_token, execution.lose_lease_quietly, execution.surely_held)
         execution.task = asyncio.create_task(
             self._drive(compiled, graph_input, config, tracker, execution.control, run)
@@ -423,22 +465,27 @@ class Executor:
     async def _watch(self, run: RunRecord, execution: Execution) -> None:
         """Extend the lease while the run makes progress; act on commands for it."""
         store = self.engine.store
+        beat_every = self.lease_seconds / 3
         last_beat = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(execution.poke.wait(), COMMAND_POLL_SECONDS)
+                await asyncio.wait_for(
+                    execution.poke.wait(), max(0.0, last_beat + beat_every - time.monotonic())
+                )
+            poked = execution.poke.is_set()
             execution.poke.clear()
             if execution.finished:
                 return
-            for command in await store.pending_commands(run.id):
-                if command.kind == "cancel":
-                    execution.cancel(command.actor)
-                elif command.kind == "pause":
-                    execution.pause()
-                else:
-                    continue
-                await store.consume_command(command.id)
-            if time.monotonic() - last_beat > self.lease_seconds / 3:
+            if poked:  # by a notification, the process's sweep, or a command posted here
+                for command in await store.pending_commands(run.id):
+                    if command.kind == "cancel":
+                        execution.cancel(command.actor)
+                    elif command.kind == "pause":
+                        execution.pause()
+                    else:
+                        continue
+                    await store.consume_command(command.id)
+            if time.monotonic() - last_beat >= beat_every:
                 last_beat = time.monotonic()
                 if not await store.heartbeat_lease(run.id, execution.token, lease_seconds=self.lease_seconds):
                     log.warning("run %s: lease taken over by another worker; stopping here", run.id)

@@ -75,6 +75,17 @@ def pending(conn: Connection, run_id: str) -> list[CommandRecord]:
 
 
 @point
+def runs_with_pending(conn: Connection, run_ids: list[str]) -> set[str]:
+    """Which of ``run_ids`` have a command not consumed yet (one indexed lookup per run)."""
+    stmt = (
+        select(commands.c.run_id)
+        .where(commands.c.run_id.in_(run_ids), commands.c.consumed_at.is_(None))
+        .distinct()
+    )
+    return set(conn.execute(stmt).scalars())
+
+
+@point
 def consume(conn: Connection, command_id: int, now: datetime) -> bool:
     """Mark a command consumed; False if it was already consumed (or does not exist)."""
     stmt = (

@@ -397,6 +397,12 @@ class Store:
         """Commands of the run not consumed yet, oldest first."""
         return await self._runner.read(_commands.pending, run_id)
 
+    async def runs_with_pending_commands(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` have commands not consumed yet: one query for all of them."""
+        if not run_ids:
+            return set()
+        return await self._runner.read(_commands.runs_with_pending, list(run_ids))
+
     async def consume_command(self, command_id: int) -> bool:
         """Mark a command consumed. Returns False if it already was (another consumer won)."""
         return await self._runner.write(_commands.consume, command_id, _now())
