@@ -204,6 +204,26 @@ class TestGraphAndSchema:
         assert schema["$schema"].endswith("2020-12/schema")
 
 
+def test_commands_that_only_read_the_database_load_neither_langgraph_nor_alembic(tmp_path: Path) -> None:
+    """`runs list` and its kind open the store alone: the engine's imports cost them seconds."""
+    env = {**os.environ, "TRELLIS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}"}
+    first = subprocess.run(  # creates and migrates the database
+        [sys.executable, "-m", "trellis", "runs", "list", "--json"], env=env, capture_output=True, timeout=60
+    )
+    assert first.returncode == 0, first.stderr
+    for command in (["runs", "list"], ["workflows", "list"], ["agents", "list"], ["triggers", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "trellis", *command, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()}
+        assert imported & {"langgraph", "langchain_core", "alembic", "trellis"} == {"trellis"}, command
+
+
 @pytest.mark.slow
 def test_a_run_cancelled_from_another_process_exits_four(tmp_path: Path) -> None:
     env = {**os.environ, "TRELLIS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}"}

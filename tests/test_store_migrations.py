@@ -6,6 +6,8 @@ Database tests run on SQLite and on PostgreSQL (see `database_url` in conftest.p
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from trellis.store import (
     normalize_url,
     open_store,
 )
+from trellis.store._migrate import head_revision
 from trellis.store.schema import metadata
 
 TABLES = {
@@ -64,6 +67,7 @@ class TestMigrations:
             await store.upgrade()
             assert await store.current_revision() == store.head_revision()
             assert store.head_revision() == sorted(p.stem[1:5] for p in VERSIONS.glob("r*.py"))[-1]
+            assert store.head_revision() == head_revision()  # the constant, and Alembic's reading
         finally:
             await store.close()
         engine = create_engine(sync_url(database_url))
@@ -77,6 +81,25 @@ class TestMigrations:
         await store.upgrade()
         await store.upgrade()
         assert await store.current_revision() == store.head_revision()
+
+    def test_a_process_opening_a_current_database_imports_neither_alembic_nor_langgraph(
+        self, database_url: str
+    ) -> None:
+        """What `trellis runs list` pays before its query: the store without its heavy neighbours."""
+        asyncio.run(_migrated(database_url))
+        script = (
+            "import asyncio, sys\n"
+            "from trellis.store import open_store\n"
+            "async def main():\n"
+            f"    store = await open_store({database_url!r})\n"
+            "    await store.list_runs(limit=1)\n"
+            "    await store.close()\n"
+            "asyncio.run(main())\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'langgraph', 'langchain_core'}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]"
 
     async def test_processes_starting_together_migrate_once(self, database_url: str) -> None:
         stores = await asyncio.gather(*(open_store(database_url) for _ in range(3)))
@@ -170,3 +193,8 @@ class TestSqlite:
             run = await store.create_run(workflow="w", version=workflow.version, hash="h", input=None)
             runs, _ = await asyncio.gather(store.list_runs(), store.list_events(run.id))
             assert [r.id for r in runs[0]] == [run.id]
+
+
+async def _migrated(url: str) -> None:
+    store = await open_store(url)
+    await store.close()

@@ -10,7 +10,7 @@ import typer
 
 from trellis._version import __version__
 from trellis.cli._agents import agents_app, breakers_app
-from trellis.cli._common import EXIT_INVALID, STATE, console, fail, print_json, run_async
+from trellis.cli._common import EXIT_INVALID, STATE, console, fail, open_store_only, print_json, run_async
 from trellis.cli._gc import gc
 from trellis.cli._keys import keys_app
 from trellis.cli._perf import perf_app
@@ -150,13 +150,12 @@ def register(
 @workflows_app.command("list")
 def list_workflows(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered workflows (latest version of each)."""
-    from trellis.runtime import Engine
 
     async def main() -> list[dict[str, Any]]:
-        async with Engine.open(STATE.settings()) as engine:
+        async with open_store_only() as store:
             return [
                 {"name": w.name, "version": w.version, "hash": w.hash, "kind": w.kind}
-                for w in await engine.store.list_workflows()
+                for w in await store.list_workflows()
             ]
 
     found = run_async(main)

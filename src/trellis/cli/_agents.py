@@ -25,6 +25,7 @@ from trellis.cli._common import (
     console,
     fail,
     open_engine,
+    open_store_only,
     parse_json_arg,
     print_json,
     run_async,
@@ -293,8 +294,8 @@ def list_agents(as_json: AsJson = False) -> None:
     """List registered agents."""
 
     async def main() -> list[dict[str, Any]]:
-        async with open_engine() as engine:
-            return [r.to_dict() for r in await engine.store.list_agents()]
+        async with open_store_only() as store:
+            return [r.to_dict() for r in await store.list_agents()]
 
     found = run_async(main)
     if as_json:
@@ -367,10 +368,10 @@ def list_breakers(as_json: AsJson = False) -> None:
     """List circuit breakers (a breaker exists once a call has used it)."""
 
     async def main() -> list[dict[str, Any]]:
-        async with open_engine() as engine:
+        async with open_store_only() as store:
             from trellis.resilience import breaker_document
 
-            return [breaker_document(r) for r in await engine.store.list_breakers()]
+            return [breaker_document(r) for r in await store.list_breakers()]
 
     found = run_async(main)
     if as_json:
@@ -392,8 +393,8 @@ def show_breaker(key: BreakerKey, as_json: AsJson = False) -> None:
     """Show one circuit breaker."""
 
     async def main() -> dict[str, Any]:
-        async with open_engine() as engine:
-            record = await engine.store.get_breaker(key)
+        async with open_store_only() as store:
+            record = await store.get_breaker(key)
             if record is None:
                 raise NotFound(f"no circuit breaker {key!r} (see `trellis breakers list`)")
             from trellis.resilience import breaker_document

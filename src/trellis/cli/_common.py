@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -15,11 +15,12 @@ import typer
 from rich.console import Console
 
 from trellis.config import Settings
-from trellis.errors import DefinitionError, WorkflowError
+from trellis.errors import DefinitionError, NotFound, WorkflowError
 from trellis.types import RunStatus
 
 if TYPE_CHECKING:
     from trellis.runtime import Engine
+    from trellis.store import RunRecord, Store
 
 T = TypeVar("T")
 
@@ -100,6 +101,27 @@ def open_engine(**kwargs: Any) -> AbstractAsyncContextManager[Engine]:
     from trellis.runtime import Engine
 
     return Engine.open(STATE.settings(), **kwargs)
+
+
+@asynccontextmanager
+async def open_store_only() -> AsyncIterator[Store]:
+    """The configured database alone, for commands that only read it: LangGraph, the
+    checkpointer and the project's tool modules are not loaded, so they answer sooner."""
+    from trellis.store import open_store
+
+    store = await open_store(STATE.settings().database_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def existing_run(store: Store, run_id: str) -> RunRecord:
+    """The run, or :class:`~trellis.errors.NotFound` (exit code 2) when there is none."""
+    run = await store.get_run(run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    return run
 
 
 def whoami() -> str:

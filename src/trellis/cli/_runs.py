@@ -12,8 +12,10 @@ from trellis.cli._common import (
     EXIT_INVALID,
     STATUS_EXIT,
     console,
+    existing_run,
     fail,
     open_engine,
+    open_store_only,
     parse_json_arg,
     print_json,
     run_async,
@@ -146,8 +148,8 @@ def list_runs(
             fail(f"--status {s!r}: expected one of {', '.join(RunStatus)}", EXIT_INVALID)
 
     async def main() -> tuple[list[RunRecord], str | None]:
-        async with open_engine() as engine:
-            return await engine.store.list_runs(status=status, workflow=workflow, limit=limit, cursor=cursor)
+        async with open_store_only() as store:
+            return await store.list_runs(status=status, workflow=workflow, limit=limit, cursor=cursor)
 
     runs, next_cursor = run_async(main)
     if as_json:
@@ -166,9 +168,9 @@ def show_run(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fal
     """Show a run and its nodes."""
 
     async def main() -> dict[str, Any]:
-        async with open_engine() as engine:
-            run = await engine.get_run(run_id)
-            nodes = await engine.store.list_node_states(run_id)
+        async with open_store_only() as store:
+            run = await existing_run(store, run_id)
+            nodes = await store.list_node_states(run_id)
             return {**run.to_dict(), "nodes": [n.to_dict() for n in nodes]}
 
     doc = run_async(main)
@@ -209,9 +211,9 @@ def run_events(
         return
 
     async def main() -> list[Any]:
-        async with open_engine() as engine:
-            await engine.get_run(run_id)
-            return await engine.store.list_events(run_id, after=after)
+        async with open_store_only() as store:
+            await existing_run(store, run_id)
+            return await store.list_events(run_id, after=after)
 
     events = run_async(main)
     if as_json:

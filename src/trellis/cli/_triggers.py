@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from trellis.cli._common import EXIT_FAILED, console, open_engine, parse_json_arg, print_json, run_async
+from trellis.cli._common import (
+    EXIT_FAILED,
+    console,
+    open_engine,
+    open_store_only,
+    parse_json_arg,
+    print_json,
+    run_async,
+)
 from trellis.config import Settings
 
 if TYPE_CHECKING:
@@ -50,8 +58,8 @@ def _table(rows: list[dict[str, Any]], schedules: bool) -> None:
 
 
 async def _list(kind: str | None) -> list[dict[str, Any]]:
-    async with open_engine() as engine:
-        return [t.to_dict() for t in await engine.store.list_triggers(kind=kind)]
+    async with open_store_only() as store:
+        return [t.to_dict() for t in await store.list_triggers(kind=kind)]
 
 
 def _change(name: str, enabled: bool, kind: str | None, as_json: bool) -> None:

@@ -16,14 +16,15 @@ Example:
         await store.record(run.id, events=[NewEvent("run.started")], run={"status": "running"})
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DEFAULT_DATABASE_URL, DialectName, mask_url, normalize_url
-from trellis.store._migrate import alembic_config
 from trellis.store._observability import LogRecord
 from trellis.store._resilience import AgentRecord, AgentSample, BreakerRecord, SystemEvent
 from trellis.store._store import Store, open_store
 from trellis.store._triggers import CallbackRecord, DeliveryRecord, TriggerRecord
-from trellis.store.checkpointer import checkpoint_path, open_checkpointer
 from trellis.store.records import (
     UNSET,
     CommandRecord,
@@ -66,3 +67,22 @@ __all__ = [
     "open_checkpointer",
     "open_store",
 ]
+
+if TYPE_CHECKING:
+    from trellis.store._migrate import alembic_config
+    from trellis.store.checkpointer import checkpoint_path, open_checkpointer
+
+_ON_FIRST_USE = {
+    "alembic_config": "trellis.store._migrate",
+    "checkpoint_path": "trellis.store.checkpointer",
+    "open_checkpointer": "trellis.store.checkpointer",
+}
+"""Names imported when first used: LangGraph's checkpointers and Alembic take longer to import
+than the rest of the store, and a command that only reads runs needs neither."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)

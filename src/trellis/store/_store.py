@@ -111,6 +111,8 @@ class Store:
 
     async def upgrade(self) -> None:
         """Migrate the schema to the newest revision (``alembic upgrade head``); idempotent."""
+        if await self._runner.read(_migrate.at_head):
+            return  # current: neither the migration lock nor Alembic is needed
         await self._runner.write(_migrate.upgrade, self._dialect)
 
     async def current_revision(self) -> str | None:
@@ -119,7 +121,7 @@ class Store:
 
     def head_revision(self) -> str:
         """The newest schema revision this version of Trellis ships."""
-        return _migrate.head_revision()
+        return _migrate.HEAD_REVISION
 
     # -- workflows ----------------------------------------------------------------------------
 
