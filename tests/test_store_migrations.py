@@ -47,6 +47,7 @@ TABLES = {
     "callbacks",
     "deliveries",
     "publish_cursors",
+    "publish_watermarks",
     "alembic_version",
 }
 VERSIONS = Path(__file__).parents[1] / "src" / "trellis" / "store" / "migrations" / "versions"

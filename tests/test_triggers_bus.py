@@ -18,16 +18,21 @@ import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.engine import Connection
 
 from trellis.config import Settings
 from trellis.registry import Registry
 from trellis.runtime import Engine
 from trellis.store import TriggerRecord
+from trellis.store.schema import runs
 from trellis.triggers import EventPublisher, PublisherSpec, consumer_for, create_trigger
+from trellis.triggers._publisher import WATERMARK_LAG
 
 NATS_URL = os.environ.get("TRELLIS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 REDIS_URL = os.environ.get("TRELLIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -285,6 +290,57 @@ async def test_the_publisher_sends_every_event_of_every_run_in_order_once(
         if publisher._sink is not None:
             await publisher._sink.close()
         await _cleanup(kind, url, name, "events")
+
+
+async def test_a_publisher_pass_reads_live_and_recently_finished_runs_only(
+    engine: Engine, name: str, redis_url: str
+) -> None:
+    """The pass's cost follows live and recent work: a run that finished before the watermark
+    is not read again, while one stamped a minute late (a slow clock, a late commit) and an
+    unfinished one still are."""
+    publisher = EventPublisher(
+        engine, name, PublisherSpec(kind="redis", url=redis_url, stream=f"{name}:events")
+    )
+    store = engine.store
+    try:
+        first = await engine.submit("orders", {"order": "a"})
+        await engine.execute(first.id)
+        before = datetime.now(UTC)
+        assert await publisher.publish_pending() == len(await store.list_events(first.id))
+        watermark = await store.publish_watermark(name)
+        assert watermark is not None
+        assert before - WATERMARK_LAG <= watermark <= datetime.now(UTC) - WATERMARK_LAG
+
+        late = await engine.submit("orders", {"order": "late"})
+        await engine.execute(late.id)
+        await _stamp(engine, late.id, datetime.now(UTC) - timedelta(minutes=1))
+        forgotten = await engine.submit("orders", {"order": "forgotten"})
+        await engine.execute(forgotten.id)
+        await _stamp(engine, forgotten.id, watermark - timedelta(seconds=1))
+        queued = await engine.submit("orders", {"order": "queued"})  # run.queued: one event
+        await _stamp(engine, queued.id, watermark - timedelta(hours=1), finished=False)
+
+        recent = {run_id for run_id, _, _ in await store.publish_backlog(name, since=watermark)}
+        assert recent == {late.id, queued.id}
+        everything = {run_id for run_id, _, _ in await store.publish_backlog(name)}
+        assert everything == {late.id, forgotten.id, queued.id}
+        expected = len(await store.list_events(late.id)) + len(await store.list_events(queued.id))
+        assert await publisher.publish_pending() == expected
+        assert await publisher.publish_pending() == 0
+    finally:
+        if publisher._sink is not None:
+            await publisher._sink.close()
+        await _cleanup("redis", redis_url, name, "events")
+
+
+async def _stamp(engine: Engine, run_id: str, at: datetime, *, finished: bool = True) -> None:
+    """Date a run's last change (and its end) as a writer with another clock would have."""
+    values: dict[str, Any] = {"updated_at": at, **({"finished_at": at} if finished else {})}
+
+    def stamp(conn: Connection) -> None:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+    await engine.store._runner.write(stamp)
 
 
 async def _read_published(kind: str, url: str, name: str, count: int) -> list[tuple[str, int, str]]:

@@ -838,9 +838,20 @@ class Store:
         """Delivery attempts of the run with ``id > after``, oldest first."""
         return await self._runner.read(_triggers.list_deliveries, run_id, after, limit)
 
-    async def publish_backlog(self, publisher: str, *, limit: int = 100) -> list[tuple[str, int]]:
-        """``(run_id, seq published so far)`` of runs with events ``publisher`` has not published."""
-        return await self._runner.read(_triggers.publish_backlog, publisher, limit)
+    async def publish_backlog(
+        self, publisher: str, *, limit: int = 100, since: datetime | None = None
+    ) -> list[tuple[str, int, datetime]]:
+        """``(run_id, seq published so far, run updated_at)`` of runs with events ``publisher``
+        has not published, least recently updated first; with ``since``, only among the runs not
+        finished and those finished at or after ``since``."""
+        return await self._runner.read(_triggers.publish_backlog, publisher, limit, since)
+
+    async def publish_watermark(self, publisher: str) -> datetime | None:
+        """Every run ``publisher`` has not published in full is unfinished or finished after this."""
+        return await self._runner.read(_triggers.get_watermark, publisher)
+
+    async def set_publish_watermark(self, publisher: str, since: datetime) -> None:
+        await self._runner.write(_triggers.set_watermark, self._dialect, publisher, since, _now())
 
     async def set_publish_cursor(self, publisher: str, run_id: str, seq: int) -> None:
         """Record that ``publisher`` published the run's events up to ``seq``."""

@@ -17,14 +17,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import RowMapping, and_, delete, func, select, update
+from sqlalchemy import RowMapping, and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from trellis.store._dialect import Dialect, point
 from trellis.store.records import iso
-from trellis.store.schema import callbacks, deliveries, publish_cursors, runs, trigger_leases, triggers
+from trellis.store.schema import (
+    callbacks,
+    deliveries,
+    publish_cursors,
+    publish_watermarks,
+    runs,
+    trigger_leases,
+    triggers,
+)
+from trellis.types import RunStatus
 
 # -- records ------------------------------------------------------------------------------------
 
@@ -286,17 +295,23 @@ def list_deliveries(conn: Connection, run_id: str, after: int, limit: int) -> li
 # -- publisher cursors --------------------------------------------------------------------------
 
 
-def publish_backlog(conn: Connection, publisher: str, limit: int) -> list[tuple[str, int]]:
-    """``(run_id, published seq)`` of runs with events ``publisher`` has not published yet.
+UNFINISHED: Final = tuple(status.value for status in RunStatus if not status.terminal)
 
-    Note:
-        This reads every run once per call (a left join on the cursors): cheap for the tens of
-        thousands of runs a Trellis database typically keeps, but it grows with the ``runs``
-        table — delete old runs, or keep publishers off very large databases.
+
+def publish_backlog(
+    conn: Connection, publisher: str, limit: int, since: datetime | None
+) -> list[tuple[str, int, datetime]]:
+    """``(run_id, published seq, run updated_at)`` of runs with events ``publisher`` has not
+    published yet, least recently updated first.
+
+    ``since`` (the publisher's watermark) limits the search to runs not finished and runs
+    finished since then (through ``ix_runs_queue`` and ``ix_runs_finished_at``): a finished run
+    gets no event unless it leaves its final status, which clears ``finished_at``. ``None``
+    reads every run, as a publisher's first pass must.
     """
     published = func.coalesce(publish_cursors.c.seq, 0)
     stmt = (
-        select(runs.c.id, published.label("seq"))
+        select(runs.c.id, published.label("seq"), runs.c.updated_at)
         .select_from(
             runs.outerjoin(
                 publish_cursors,
@@ -307,7 +322,20 @@ def publish_backlog(conn: Connection, publisher: str, limit: int) -> list[tuple[
         .order_by(runs.c.updated_at)
         .limit(limit)
     )
-    return [(row.id, int(row.seq)) for row in conn.execute(stmt)]
+    if since is not None:
+        stmt = stmt.where(or_(runs.c.status.in_(UNFINISHED), runs.c.finished_at >= since))
+    return [(row.id, int(row.seq), row.updated_at) for row in conn.execute(stmt)]
+
+
+def get_watermark(conn: Connection, publisher: str) -> datetime | None:
+    """The publisher's watermark (see ``publish_watermarks``), ``None`` before its first pass."""
+    stmt = select(publish_watermarks.c.since).where(publish_watermarks.c.publisher == publisher)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def set_watermark(conn: Connection, dialect: Dialect, publisher: str, since: datetime, now: datetime) -> None:
+    stmt = dialect.upsert(publish_watermarks, index_elements=["publisher"], update=["since", "updated_at"])
+    conn.execute(stmt, {"publisher": publisher, "since": since, "updated_at": now})
 
 
 def set_cursor(

@@ -192,6 +192,7 @@ __all__ = [
     "metadata",
     "node_states",
     "publish_cursors",
+    "publish_watermarks",
     "runs",
     "system_events",
     "trigger_leases",
@@ -418,3 +419,15 @@ publish_cursors = Table(
     PrimaryKeyConstraint("publisher", "run_id"),
 )
 """How far each event publisher got in each run's event log (``seq`` published, inclusive)."""
+
+publish_watermarks = Table(
+    "publish_watermarks",
+    metadata,
+    Column("publisher", String(200), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("publisher"),
+)
+"""Per event publisher: every run it has not published in full is unfinished or finished at or
+after ``since``, so a pass reads only those (``ix_runs_queue``, ``ix_runs_finished_at``), not the
+whole table. Migration 0007."""

@@ -9,6 +9,15 @@ on the next pass — delivery is *at least once*, and every message carries ``ru
 ``seq`` so consumers can drop repeats. On JetStream the message id header is ``<run_id>:<seq>``,
 so the server itself drops repeats within its duplicate window.
 
+**Only live and recently finished runs are read.** A publisher also keeps a watermark
+(``publish_watermarks``): every run that finished before it is published in full. A pass reads
+the runs not finished and those finished since the watermark, so its cost follows the live and
+recent work, not the size of the ``runs`` table. (A finished run gets no event unless it leaves
+its final status first: retry and rollback queue it again.) After a pass that found less than a
+page, the watermark moves to :data:`WATERMARK_LAG` before the pass, so runs stamped by a process
+whose clock runs behind, or committed late, stay within reach; a full page leaves it where it
+is. Before its first pass a publisher reads every run once.
+
 **One publisher process.** Only the process holding the lease ``publisher:<name>`` publishes,
 so events of one run never interleave from two processes; the lease passes to another process
 when its holder stops renewing it.
@@ -26,12 +35,17 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from trellis.runtime import Engine
 from trellis.store import EventRecord, RunRecord
 
 log = logging.getLogger("trellis.triggers")
+
+WATERMARK_LAG = timedelta(minutes=5)
+"""How far behind the present a drained publisher's watermark stays: more than any commit delay
+or clock difference between the processes writing runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +162,20 @@ class EventPublisher:
             _NatsSink(self.spec) if self.spec.kind == "nats" else _RedisSink(self.spec)
         )
         sent = 0
-        for run_id, seq in await store.publish_backlog(self.name, limit=runs):
+        since = await store.publish_watermark(self.name)
+        settled = datetime.now(UTC) - WATERMARK_LAG  # taken before the query, never after it
+        backlog = await store.publish_backlog(self.name, limit=runs, since=since)
+        for run_id, seq, _ in backlog:
             run = await store.get_run(run_id)
             events = await store.list_events(run_id, after=seq, limit=500)
             if run is None or not events:
                 continue
             sent += await self._send(sink, run, events)
             await store.set_publish_cursor(self.name, run_id, events[-1].seq)
+        # A short page was everything there was: every run that finished before `settled` is
+        # published (one stamped earlier may still be committing, or be on a slower clock).
+        if len(backlog) < runs and (since is None or settled > since):
+            await store.set_publish_watermark(self.name, settled)
         self.published += sent
         return sent
 
