@@ -178,9 +178,10 @@ class Engine:
                     self.bus.announce(run_id, int(first), int(last))
 
     def _command_sweep_seconds(self) -> float:
-        """Commands are announced by notifications on PostgreSQL once listening; on SQLite,
-        another process (a CLI) cannot announce them, so the sweep is what finds them."""
-        if self.store.dialect == "postgresql" and self._listening.is_set():
+        """Once listening, commands from other processes are announced by notifications (on
+        PostgreSQL and on a SQLite file alike); where they cannot be (an in-memory database,
+        a system without local notifications), the sweep is what finds them."""
+        if self.store.signals_processes and self._listening.is_set():
             return COMMAND_FALLBACK_SECONDS
         return COMMAND_POLL_SECONDS
 

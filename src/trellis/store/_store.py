@@ -28,11 +28,15 @@ from trellis.store import (
     _queue,
     _resilience,
     _runs,
+    _sqlite,
     _triggers,
     _workflows,
 )
 from trellis.store._access import ApiKeyRecord, AuditRecord
 from trellis.store._dialect import DialectName, T, dialect_for, mask_url, normalize_url
+from trellis.store._journal import EVENTS_CHANNEL
+from trellis.store._local_notify import SUPPORTED as LOCAL_NOTIFY_SUPPORTED
+from trellis.store._local_notify import LocalNotifier
 from trellis.store._observability import LogRecord
 from trellis.store._resilience import AgentRecord, AgentSample, BreakerChange, BreakerRecord, SystemEvent
 from trellis.store._runs import run_values
@@ -81,6 +85,9 @@ class Store:
         self.on_events: Callable[[Sequence[EventRecord]], None] | None = None
         """Called with the events every :meth:`record` of this store committed (the engine
         publishes them to its live subscribers; other processes learn of them by notification)."""
+        path = _sqlite.database_path(self._url) if self._dialect.name == "sqlite" else None
+        self._local = LocalNotifier(path) if path is not None else None
+        """Notifications to the other processes on this SQLite file (PostgreSQL has its own)."""
 
     @property
     def url(self) -> str:
@@ -105,6 +112,8 @@ class Store:
 
     async def close(self) -> None:
         """Finish work in flight and close every connection. The store cannot be used afterwards."""
+        if self._local is not None:
+            self._local.close()
         await self._runner.close()
 
     # -- schema -------------------------------------------------------------------------------
@@ -238,10 +247,13 @@ class Store:
                 "updated_at": now,
             }
         try:
-            return await self._journal.write_new_run(self._runner, values, queued, delivery, wake_channel)
+            created = await self._journal.write_new_run(self._runner, values, queued, delivery, wake_channel)
         except IntegrityError as exc:
             await self._explain_create_failure(exc, workflow, version, idempotency_key)
             raise
+        if wake_channel is not None and self._local is not None:
+            self._local.send(wake_channel, (created.id,))
+        return created
 
     async def _explain_create_failure(
         self, exc: IntegrityError, workflow: str, version: int, idempotency_key: str | None
@@ -362,9 +374,18 @@ class Store:
         """
         batch = _journal.Batch(run_id, events, node_states, run, lease_token, _now())
         inserted = await self._journal.write_record(self._runner, batch)
-        if inserted and self.on_events is not None:
-            self.on_events(inserted)
+        if inserted:
+            self._committed(inserted)
         return inserted
+
+    def _committed(self, inserted: Sequence[EventRecord]) -> None:
+        """Events were committed: publish them here, and announce them to the other processes
+        on a SQLite file (PostgreSQL announces them in the writing statement)."""
+        if self.on_events is not None:
+            self.on_events(inserted)
+        if self._local is not None:
+            payload = f"{inserted[0].run_id}:{inserted[0].seq}:{inserted[-1].seq}:{self.origin}"
+            self._local.send(EVENTS_CHANNEL, (payload,))
 
     async def list_events(
         self, run_id: str, *, after: int = 0, limit: int | None = None
@@ -657,8 +678,8 @@ class Store:
             events=events,
             now=_now(),
         )
-        if changed is not None and changed[1] and self.on_events is not None:
-            self.on_events(changed[1])
+        if changed is not None and changed[1]:
+            self._committed(changed[1])
         return changed
 
     async def heartbeat_lease(self, run_id: str, token: int, *, lease_seconds: float) -> bool:
@@ -858,21 +879,35 @@ class Store:
         await self._runner.write(_triggers.set_cursor, self._dialect, publisher, run_id, seq, _now())
 
     def notifications(self, *channels: str) -> AsyncIterator[tuple[str, str]]:
-        """PostgreSQL notifications on ``channels`` as ``(channel, payload)``, forever.
+        """Notifications from other processes on ``channels`` as ``(channel, payload)``, forever:
+        PostgreSQL's ``LISTEN``, or on a SQLite file the datagrams of :mod:`._local_notify`.
 
-        The first item is ``("", "")`` once listening. On SQLite nothing ever arrives (a single
-        process needs no cross-process signals): the iterator just waits to be cancelled.
+        The first item is ``("", "")`` once listening. For an in-memory SQLite database (one
+        process by definition) nothing ever arrives: the iterator just waits to be cancelled.
         """
         if self.dialect == "postgresql":
             from trellis.store._listen import notifications
 
             return notifications(self._url, channels)
+        if self._local is not None:
+            return self._local.listen(channels)
         return _never()
 
     async def notify(self, channel: str, *payloads: str) -> None:
-        """Send PostgreSQL notifications (no-op on SQLite, where one process does everything)."""
-        if self.dialect == "postgresql" and payloads:
+        """Notify the other processes on this database (``NOTIFY`` on PostgreSQL, datagrams to
+        the processes on the same SQLite file)."""
+        if not payloads:
+            return
+        if self.dialect == "postgresql":
             await self._runner.write(_queue.notify, channel, payloads)
+        elif self._local is not None:
+            self._local.send(channel, payloads)
+
+    @property
+    def signals_processes(self) -> bool:
+        """Whether notifications reach the other processes on this database (so that polling
+        for what they announce is only a fallback)."""
+        return self.dialect == "postgresql" or (self._local is not None and LOCAL_NOTIFY_SUPPORTED)
 
 
 async def _never() -> AsyncIterator[tuple[str, str]]:
